@@ -1,0 +1,1 @@
+"""The ``sparseae`` command line (click), installed as ``sparseae.cli``."""

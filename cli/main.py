@@ -1,0 +1,15 @@
+"""Entry point of the ``sparseae`` command: a click group, one module per command."""
+
+import click
+
+from sparseae import __version__
+from sparseae.cli.train import train
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sparseae")
+def main():
+    """sparseae: evolutionary pruning of autoencoders (GECCO 2025) on Numba kernels."""
+
+
+main.add_command(train)

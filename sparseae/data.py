@@ -1,0 +1,138 @@
+"""Data: the binary-clustering task (ALGORITHM.md section 1) and user data.
+
+A :class:`Dataset` holds three float32 splits (train, test, validation) of the
+same width with values in [0, 1] (the model's sigmoid output and L1 loss need
+that range).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparseae.errors import DataError
+
+SPLITS = ("train", "test", "validation")
+
+
+@dataclass
+class Dataset:
+    """Three float32 ``(N, dim)`` splits in [0, 1]."""
+
+    train: np.ndarray
+    test: np.ndarray
+    validation: np.ndarray
+
+    def __post_init__(self):
+        dims = set()
+        for name in SPLITS:
+            arr = check_split(getattr(self, name), name)
+            setattr(self, name, arr)
+            dims.add(arr.shape[1])
+        if len(dims) != 1:
+            raise DataError(
+                "data: splits have different widths "
+                + ", ".join(f"{n}={getattr(self, n).shape[1]}" for n in SPLITS)
+            )
+
+    @property
+    def dim(self) -> int:
+        return self.train.shape[1]
+
+
+def check_split(arr, name: str) -> np.ndarray:
+    """Validate one split and return it as C-contiguous float32.
+
+    Raises :class:`DataError` for non-2-D or empty arrays, NaN/inf, or values
+    outside [0, 1].
+    """
+    a = np.asarray(arr)
+    if a.ndim != 2:
+        raise DataError(f"data: split '{name}' must be 2-D (samples, features), got shape {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise DataError(f"data: split '{name}' is empty (shape {a.shape})")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise DataError(f"data: split '{name}' has non-numeric dtype {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise DataError(f"data: split '{name}' contains NaN or inf")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < 0.0 or hi > 1.0:
+        raise DataError(
+            f"data: split '{name}' has values in [{lo:g}, {hi:g}]; the sigmoid/L1 model "
+            "needs data in [0, 1] (rescale it first)"
+        )
+    return a
+
+
+def binary_clustering(
+    n_clusters: int = 10,
+    dim: int = 1000,
+    per_cluster: int = 100,
+    noise: float = 0.05,
+    seed: int = 0,
+) -> Dataset:
+    """The binary-clustering task, default (paper-text) semantics.
+
+    ``n_clusters`` centroids of ``dim`` bits, each bit Bernoulli(0.5); each
+    sample is a centroid with every bit flipped independently with probability
+    ``noise``.  Train, test and validation each hold ``n_clusters *
+    per_cluster`` rows in blocks of the centroids repeated (c0..c{k-1}, c0..),
+    with independent noise per split.
+
+    Notes
+    -----
+    ALGORITHM.md section 1.  The best possible L1 is about ``noise``.
+    """
+    for name, val, lo in (("clusters", n_clusters, 1), ("dim", dim, 1), ("per_cluster", per_cluster, 1)):
+        if int(val) != val or val < lo:
+            raise DataError(f"data: {name} must be an integer >= {lo}, got {val!r}")
+    if not 0.0 <= noise <= 1.0:
+        raise DataError(f"data: noise must be in [0, 1], got {noise!r}")
+    rng = np.random.default_rng(seed)
+    centroids = rng.random((n_clusters, dim)) < 0.5
+    rows = np.tile(centroids, (per_cluster, 1))
+    splits = []
+    for _ in SPLITS:
+        flips = rng.random(rows.shape) < noise
+        splits.append((rows ^ flips).astype(np.float32))
+    return Dataset(*splits)
+
+
+def load(path) -> Dataset:
+    """Load user data from ``.h5``/``.hdf5`` (datasets ``train``, ``test``,
+    ``validation``) or ``.npz`` (arrays of those names).
+
+    A missing ``validation`` split falls back to ``test``.  Raises
+    :class:`DataError` with one line naming the problem.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"data: file not found: {path}")
+    if os.path.isdir(path):
+        raise DataError(f"data: {path} is a folder, expected an .h5 or .npz file")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"data: file not readable: {path}")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files if k in SPLITS}
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                arrays = {k: f[k][()] for k in SPLITS if k in f and isinstance(f[k], h5py.Dataset)}
+    except DataError:
+        raise
+    except Exception as exc:  # h5py/zipfile raise many types for corrupt files
+        kind = "npz" if ext == ".npz" else "HDF5"
+        raise DataError(f"data: {path} is not a readable {kind} file ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
+    for required in ("train", "test"):
+        if required not in arrays:
+            raise DataError(f"data: {path} has no '{required}' array (need train, test[, validation])")
+    arrays.setdefault("validation", arrays["test"])
+    return Dataset(arrays["train"], arrays["test"], arrays["validation"])
