@@ -3,6 +3,8 @@
 import click
 
 from sparseae import __version__
+from sparseae.cli.data import data
+from sparseae.cli.eval import eval_
 from sparseae.cli.train import train
 
 
@@ -13,3 +15,5 @@ def main():
 
 
 main.add_command(train)
+main.add_command(eval_)
+main.add_command(data)

@@ -1,57 +1,137 @@
 """``sparseae train``: train on generated or user data and print a summary."""
 
+import signal
+import sys
+import threading
+
 import click
 
-from sparseae.cli.common import fail, print_summary, progress
+from sparseae.cli.common import InputError, fail, print_summary, progress
+from sparseae.config import TrainConfig
 from sparseae.errors import SparseaeError
+from sparseae.operators import OPERATORS
+from sparseae.schedules import SCHEDULES
+
+_D = TrainConfig()
+_UNIT = click.FloatRange(0, 1)
 
 
-
-def _defaults():
-    from sparseae.config import TrainConfig
-
-    return TrainConfig()
+def _amount(value):
+    """A fraction in [0, 1] ("0.1") or an integer count ("25")."""
+    text = str(value)
+    try:
+        return int(text) if text.isdigit() else float(text)
+    except ValueError:
+        raise click.BadParameter(f"expected a fraction in [0, 1] or a count, got {text!r}") from None
 
 
 @click.command()
-@click.option("--arch", default="default", show_default=True,
+@click.option("--arch", default=_D.arch, show_default=True,
               help="Preset (default, small, large) or encoder widths such as 784,64,8.")
-@click.option("--epochs", type=click.IntRange(min=1), default=_defaults().epochs, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, max=10, min_open=True), default=_defaults().lr,
+@click.option("--epochs", type=click.IntRange(min=1), default=_D.epochs, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, max=10, min_open=True), default=_D.lr,
               show_default=True, help="Adam learning rate.")
 @click.option("--lr-decay/--no-lr-decay", default=True, show_default=True,
               help="Step decay x0.1 every max(1, epochs//4) epochs.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--clusters", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=_D.batch_size, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=_D.seed, show_default=True)
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
+              help="Train on user data (.h5 or .npz with train/test[/validation]).")
+@click.option("--clusters", type=click.IntRange(min=1), default=_D.clusters, show_default=True,
               help="Generated data: number of centroids.")
-@click.option("--dim", type=click.IntRange(min=1), default=1000, show_default=True,
+@click.option("--dim", type=click.IntRange(min=1), default=_D.dim, show_default=True,
               help="Generated data: bits per sample.")
-@click.option("--per-cluster", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--per-cluster", type=click.IntRange(min=1), default=_D.per_cluster, show_default=True,
               help="Generated data: samples per centroid in each split.")
-@click.option("--noise", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+@click.option("--noise", type=_UNIT, default=_D.noise, show_default=True,
               help="Generated data: bit-flip probability.")
 @click.option("--data-seed", type=click.IntRange(min=0), default=None,
               help="Generated data: seed (default: --seed).")
+@click.option("--operator", type=click.Choice(OPERATORS), default=_D.operator, show_default=True,
+              help="Pruning operator applied after training epochs.")
+@click.option("--schedule", type=click.Choice(list(SCHEDULES)), default=_D.schedule,
+              show_default=True, help="Pruning probability schedule p(t).")
+@click.option("--prune-probability", type=_UNIT, default=_D.prune_probability, show_default=True,
+              help="P0 of the schedule.")
+@click.option("--prune-amount", default=str(_D.prune_amount), show_default=True,
+              help="Fraction of live entries per tensor (RANDOM, VARIANCE, MAGNITUDE) or a count.")
+@click.option("--threshold", type=_UNIT, default=_D.threshold, show_default=True,
+              help="CONJUNCTIVE threshold C on the normalised pre-activation.")
+@click.option("--heldout", type=click.IntRange(min=1), default=_D.heldout, show_default=True,
+              help="CONJUNCTIVE held-out samples (from the validation split).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Write the run state here (HDF5) every --checkpoint-every epochs and at the end.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=None,
+              help="Epochs between checkpoints (default: only at the end and on Ctrl-C).")
+@click.option("--resume", type=click.Path(dir_okay=False), default=None,
+              help="Continue the run saved in this checkpoint (--epochs may extend it).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def train(arch, epochs, lr, lr_decay, batch_size, seed, clusters, dim, per_cluster, noise,
-          data_seed, quiet, as_json):
-    """Train an autoencoder (canonical training) and print test L1 and timing."""
-    from sparseae.canonical import CanonicalRun
-    from sparseae.config import TrainConfig
+@click.pass_context
+def train(ctx, arch, epochs, lr, lr_decay, batch_size, seed, data_path, clusters, dim,
+          per_cluster, noise, data_seed, operator, schedule, prune_probability, prune_amount,
+          threshold, heldout, checkpoint, checkpoint_every, resume, quiet, as_json):
+    """Train an autoencoder (canonical training, optional pruning) and print a summary.
 
+    Ctrl-C stops between epochs, writes the checkpoint (when --checkpoint or
+    --resume names one) and exits with 130.
+    """
+    from sparseae.canonical import CanonicalRun
+
+    given = {p for p in ctx.params
+             if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE}
     try:
-        config = TrainConfig(arch=arch, epochs=epochs, lr=lr, lr_decay=lr_decay,
-                             batch_size=batch_size, seed=seed, clusters=clusters, dim=dim,
-                             per_cluster=per_cluster, noise=noise, data_seed=data_seed)
-        run = CanonicalRun(config)
+        if resume is not None:
+            changed = given - {"epochs", "resume", "checkpoint", "checkpoint_every", "quiet",
+                               "as_json", "data_path"}
+            if changed:
+                flag = "--" + sorted(changed)[0].replace("_", "-")
+                raise InputError(f"{flag} cannot change when resuming: the checkpoint fixes the "
+                                 "run's settings (only --epochs, --data and output flags apply)")
+            data = None
+            if data_path is not None:
+                from sparseae.data import load
+
+                data = load(data_path)
+            run = CanonicalRun.from_checkpoint(resume, data,
+                                               epochs if "epochs" in given else None)
+            if checkpoint is None:
+                checkpoint = resume
+        else:
+            config = TrainConfig(
+                arch=arch, epochs=epochs, lr=lr, lr_decay=lr_decay, batch_size=batch_size,
+                seed=seed, clusters=clusters, dim=dim, per_cluster=per_cluster, noise=noise,
+                data_seed=data_seed, data=data_path, operator=operator, schedule=schedule,
+                prune_probability=prune_probability, prune_amount=_amount(prune_amount),
+                threshold=threshold, heldout=heldout)
+            run = CanonicalRun(config)
+        if checkpoint is not None:  # fail now, not after an hour of training
+            run.save(checkpoint)
     except SparseaeError as exc:
         fail(exc)
-    with progress(config.epochs, "training", quiet or as_json) as bar:
-        def tick(r):
-            if bar is not None:
-                bar.label = f"epoch {r.epoch}/{config.epochs} loss {r.history['train_loss'][-1]:.4f}"
-                bar.update(1)
-        summary = run.run(tick)
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    total = run.config.epochs
+    try:
+        with progress(total - run.epoch, "training", quiet or as_json) as bar:
+            def after_epoch(r):
+                if bar is not None:
+                    h = r.history
+                    bar.label = (f"epoch {r.epoch}/{total} loss {h['train_loss'][-1]:.4f} "
+                                 f"preserved {h['preserved'][-1]:.3f}")
+                    bar.update(1)
+                if checkpoint is not None and checkpoint_every and r.epoch % checkpoint_every == 0:
+                    r.save(checkpoint)
+            summary = run.run(after_epoch, stop)
+        if checkpoint is not None:
+            run.save(checkpoint)
+    except SparseaeError as exc:
+        fail(exc)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if stop.is_set():
+        where = f"; checkpoint {checkpoint}" if checkpoint else ""
+        click.echo(f"interrupted after epoch {run.epoch}{where}", err=True)
+        sys.exit(130)
     print_summary(summary, as_json)

@@ -7,20 +7,37 @@ Python loop here is over epochs only.
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
 
+from sparseae import checkpoint as ckpt_io
 from sparseae.config import TrainConfig
-from sparseae.data import Dataset, binary_clustering
-from sparseae.errors import ConfigError, DataError
+from sparseae.data import SPLITS, Dataset, binary_clustering, load
+from sparseae.errors import CheckpointError, ConfigError, DataError
+from sparseae.metrics import flops, preserved
 from sparseae.model import PRESETS, Architecture, Autoencoder
+from sparseae.operators import prune_pair
+from sparseae.schedules import probability
 
 
 def make_data(config: TrainConfig) -> Dataset:
-    """The generated binary-clustering data a config describes."""
+    """The data a config describes: its ``data`` file, or generated binary clustering."""
+    if config.data is not None:
+        return load(config.data)
     seed = config.seed if config.data_seed is None else config.data_seed
     return binary_clustering(config.clusters, config.dim, config.per_cluster, config.noise, seed)
+
+
+def fingerprint(data: Dataset) -> str:
+    """SHA-256 of the three splits (shape, dtype and bytes): ties a checkpoint to its data."""
+    h = hashlib.sha256()
+    for name in SPLITS:
+        arr = getattr(data, name)
+        h.update(f"{name}{arr.shape}{arr.dtype}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
 
 
 def resolve_arch(config: TrainConfig, data: Dataset) -> Architecture:
@@ -45,20 +62,46 @@ def check_batch(config: TrainConfig, data: Dataset) -> None:
         )
 
 
+def pair_metrics(model, data: Dataset) -> dict:
+    """Test/validation/train L1, preserved fractions and FLOPs of a trained pair."""
+    pres = preserved(model)
+    fl = flops(model)
+    return {
+        "test_l1": model.l1(data.test),
+        "train_l1": model.l1(data.train),
+        "validation_l1": model.l1(data.validation),
+        "parameters": model.n_params,
+        "preserved": pres["total"],
+        "preserved_encoder": pres["encoder"],
+        "preserved_decoder": pres["decoder"],
+        "preserved_layers": dict(pres["layers"]),
+        "flops": fl["masked"],
+        "flops_dense": fl["dense"],
+        "flops_compacted": fl["compacted"],
+    }
+
+
 class CanonicalRun:
     """The state of one canonical run; :meth:`run` trains it to the end.
 
     Parameters
     ----------
     config : TrainConfig (validated here).
-    data : Dataset or None (generate from the config).
+    data : Dataset or None (the config's data file, or generated data).
 
     Attributes
     ----------
     model : Autoencoder, trained in place.
-    rng : the run's numpy Generator (init, then one shuffle per epoch).
+    rng : the run's numpy Generator: init, then per epoch the shuffle, the
+        pruning draw and the operator's own draws.
     epoch : epochs completed.
-    history : per-epoch lists ``train_loss`` (mean batch L1) and ``lr``.
+    history : per-epoch lists ``train_loss`` (mean batch L1), ``lr``,
+        ``pruned`` (entries pruned after that epoch) and ``preserved``.
+
+    Notes
+    -----
+    ALGORITHM.md section 5; pruning (sections 3-4) once per epoch after
+    training when ``p(t) > U(0, 1)``, with T = epochs (canonical convention).
     """
 
     def __init__(self, config: TrainConfig, data: Dataset | None = None):
@@ -69,8 +112,9 @@ class CanonicalRun:
         self.rng = np.random.default_rng(config.seed)
         self.model = Autoencoder(self.arch, seed=self.rng)
         self.epoch = 0
-        self.history = {"train_loss": [], "lr": []}
+        self.history = {"train_loss": [], "lr": [], "pruned": [], "preserved": []}
         self.train_seconds = 0.0
+        self.prune_seconds = 0.0
         self.steps = 0
         n = self.data.train.shape[0]
         self._steps_per_epoch = -(-n // config.batch_size)
@@ -79,34 +123,70 @@ class CanonicalRun:
         self._stats_d = np.zeros((dec.n_units, 3))
 
     def run_epoch(self) -> float:
-        """Train one epoch; return its mean batch L1."""
+        """Train one epoch, then maybe prune; return the epoch's mean batch L1."""
         from sparseae.kernels import cpu
 
         c = self.config
         lr = c.lr_at(self.epoch)
         order = self.rng.permutation(self.data.train.shape[0])
         e, d = self.model.encoder, self.model.decoder
+        with_stats = c.operator == "variance"
+        if with_stats:
+            self._stats_e[...] = 0.0
+            self._stats_d[...] = 0.0
         t0 = time.perf_counter()
         loss = cpu.train_epoch(
             e.params[0], e.mask[0], e.m[0], e.v[0], e.step[0:1], e.table,
             d.params[0], d.mask[0], d.m[0], d.v[0], d.step[0:1], d.table,
             self.data.train, order, c.batch_size, lr, c.beta1, c.beta2, c.eps, False,
-            self._stats_e, self._stats_d, False,
+            self._stats_e, self._stats_d, with_stats,
         )
-        self.train_seconds += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        pruned = self._maybe_prune()
+        self.train_seconds += t1 - t0
+        self.prune_seconds += time.perf_counter() - t1
         self.steps += self._steps_per_epoch
         self.history["train_loss"].append(float(loss))
         self.history["lr"].append(lr)
+        self.history["pruned"].append(pruned)
+        live = int(e.mask[0].sum()) + int(d.mask[0].sum())
+        self.history["preserved"].append(live / self.model.n_params)
         self.epoch += 1
         return float(loss)
 
-    def run(self, callback=None) -> dict:
-        """Train the remaining epochs; ``callback(run)`` after each; return :meth:`summary`."""
+    def _maybe_prune(self) -> int:
+        c = self.config
+        if c.operator == "none":
+            return 0
+        p = probability(c.schedule, c.prune_probability, self.epoch, c.epochs, 1)
+        if not p > self.rng.random():
+            return 0
+        e, d = self.model.encoder, self.model.decoder
+        marks_e = marks_d = None
+        if c.operator == "conjunctive":
+            from sparseae.kernels import cpu
+
+            val = self.data.validation
+            k = c.heldout
+            idx = self.rng.choice(val.shape[0], k, replace=k > val.shape[0])
+            marks_e, marks_d = cpu.conjunctive_marks(e.params[0], e.table, d.params[0], d.table,
+                                                     val[idx], c.threshold)
+        return prune_pair(c.operator, e, d, 0, 0, c.prune_amount, self.rng,
+                          stats_e=self._stats_e, stats_d=self._stats_d,
+                          marks_e=marks_e, marks_d=marks_d)
+
+    def run(self, callback=None, stop=None) -> dict:
+        """Train the remaining epochs and return :meth:`summary`.
+
+        ``callback(run)`` is called after each epoch; training stops early,
+        between epochs, once ``stop.is_set()`` (e.g. a ``threading.Event`` set
+        by a SIGINT handler), leaving a consistent state to checkpoint.
+        """
         from sparseae.kernels import cpu
 
         self.compile_seconds = cpu.prepare()
         t0 = time.perf_counter()
-        while self.epoch < self.config.epochs:
+        while self.epoch < self.config.epochs and not (stop is not None and stop.is_set()):
             self.run_epoch()
             if callback is not None:
                 callback(self)
@@ -114,25 +194,75 @@ class CanonicalRun:
         return self.summary()
 
     def summary(self) -> dict:
-        """Final metrics: ``test_l1``, ``train_l1``, ``validation_l1``,
-        ``parameters``, ``preserved``, ``epochs``, ``seconds``, ``us_per_step``."""
-        m = self.model
-        live = int(m.encoder.mask.sum()) + int(m.decoder.mask.sum())
-        return {
-            "paradigm": "canonical",
-            "arch": str(self.arch),
-            "test_l1": m.l1(self.data.test),
-            "train_l1": m.l1(self.data.train),
-            "validation_l1": m.l1(self.data.validation),
-            "parameters": m.n_params,
-            "preserved": live / m.n_params,
+        """Final metrics (``sparseae eval`` reports the same keys)."""
+        out = {"paradigm": "canonical", "arch": str(self.arch), "operator": self.config.operator,
+               "schedule": self.config.schedule}
+        out.update(pair_metrics(self.model, self.data))
+        out.update({
             "epochs": self.epoch,
-            "seconds": getattr(self, "_wall", self.train_seconds),
+            "seconds": getattr(self, "_wall", self.train_seconds + self.prune_seconds),
             "train_seconds": self.train_seconds,
+            "prune_seconds": self.prune_seconds,
             "us_per_step": 1e6 * self.train_seconds / max(1, self.steps),
             "compile_seconds": getattr(self, "compile_seconds", 0.0),
-            "final_train_loss": self.history["train_loss"][-1] if self.history["train_loss"] else None,
+        })
+        return out
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def to_checkpoint(self) -> ckpt_io.Checkpoint:
+        e, d = self.model.encoder, self.model.decoder
+        state = {
+            "epoch": self.epoch,
+            "rng": self.rng.bit_generator.state,
+            "train_seconds": self.train_seconds,
+            "prune_seconds": self.prune_seconds,
+            "steps": self.steps,
+            "arch": list(self.arch.sizes),
+            "data_sha256": fingerprint(self.data),
         }
+        return ckpt_io.Checkpoint(kind="canonical", config=self.config.to_dict(), state=state,
+                                  arenas={"encoder": e.arrays(), "decoder": d.arrays()},
+                                  history=self.history)
+
+    def save(self, path) -> None:
+        """Write the whole run state to an HDF5 checkpoint (atomically)."""
+        ckpt_io.save(path, self.to_checkpoint())
+
+    @classmethod
+    def from_checkpoint(cls, path, data: Dataset | None = None, epochs: int | None = None):
+        """Resume a run; it then ends bit-identical to the uninterrupted run.
+
+        ``data`` must be the run's data (checked by fingerprint); None rebuilds
+        it from the config.  ``epochs`` may extend the run.
+        """
+        ck = ckpt_io.load(path)
+        if ck.kind != "canonical":
+            raise CheckpointError(f"checkpoint: {path} holds a {ck.kind} run, not a canonical one")
+        config = TrainConfig.from_dict(ck.config)
+        if epochs is not None:
+            config = config.replace(epochs=epochs)
+        run = cls(config, data)
+        if list(run.arch.sizes) != list(ck.state["arch"]):
+            raise CheckpointError(f"checkpoint: {path} is for architecture {ck.state['arch']}, "
+                                  f"not {list(run.arch.sizes)}")
+        if fingerprint(run.data) != ck.state["data_sha256"]:
+            raise CheckpointError(f"checkpoint: {path} was trained on other data than given")
+        for half, name in ((run.model.encoder, "encoder"), (run.model.decoder, "decoder")):
+            for key, arr in ck.arenas[name].items():
+                target = getattr(half, key)
+                if arr.shape != target.shape:
+                    raise CheckpointError(f"checkpoint: {path} {name}/{key} has shape {arr.shape}, "
+                                          f"expected {target.shape}")
+                target[...] = arr
+        run.rng.bit_generator.state = ck.state["rng"]
+        run.epoch = int(ck.state["epoch"])
+        run.train_seconds = float(ck.state["train_seconds"])
+        run.prune_seconds = float(ck.state["prune_seconds"])
+        run.steps = int(ck.state["steps"])
+        run.history = {k: [int(x) if k == "pruned" else float(x) for x in v]
+                       for k, v in ck.history.items()}
+        return run
 
 
 def train(config: TrainConfig | None = None, data: Dataset | None = None, callback=None, **overrides):
@@ -146,3 +276,25 @@ def train(config: TrainConfig | None = None, data: Dataset | None = None, callba
     run = CanonicalRun(config, data)
     summary = run.run(callback)
     return run.model, summary, run.history
+
+
+def evaluate_checkpoint(path, data: Dataset | None = None) -> dict:
+    """Metrics of the model in a canonical checkpoint, on ``data`` (default:
+    the run's own data).  Works on checkpoints from any epoch."""
+    ck = ckpt_io.load(path)
+    if ck.kind != "canonical":
+        raise CheckpointError(f"checkpoint: {path} holds a {ck.kind} run, not a canonical one")
+    config = TrainConfig.from_dict(ck.config)
+    data = make_data(config) if data is None else data
+    model = Autoencoder(ck.state["arch"])
+    if model.arch.input_dim != data.dim:
+        raise DataError(f"data: width {data.dim} does not match the checkpoint's input width "
+                        f"{model.arch.input_dim}")
+    for half, name in ((model.encoder, "encoder"), (model.decoder, "decoder")):
+        for key, arr in ck.arenas[name].items():
+            getattr(half, key)[...] = arr
+    out = {"paradigm": "canonical", "arch": str(model.arch), "operator": config.operator,
+           "schedule": config.schedule}
+    out.update(pair_metrics(model, data))
+    out["epochs"] = int(ck.state["epoch"])
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sparseae._options import ADAM_BETAS, ADAM_EPS
 from sparseae.errors import ConfigError
@@ -46,7 +46,15 @@ class TrainConfig:
     per_cluster: int = 100
     noise: float = 0.05
     data_seed: int | None = None
-    extra: dict = field(default_factory=dict, repr=False)
+    # user data: path of an .h5/.npz file with train/test[/validation] (None = generate)
+    data: str | None = None
+    # pruning (ALGORITHM.md sections 3-4)
+    operator: str = "none"
+    schedule: str = "exponential"
+    prune_probability: float = 0.5
+    prune_amount: float = 0.1
+    threshold: float = 0.1
+    heldout: int = 100
 
     def validate(self) -> "TrainConfig":
         _choice("profile", self.profile, PROFILES)
@@ -67,6 +75,20 @@ class TrainConfig:
         _float("noise", self.noise, 0.0, 1.0)
         if self.data_seed is not None:
             _int("data_seed", self.data_seed, 0)
+        from sparseae.operators import OPERATORS
+        from sparseae.schedules import SCHEDULES
+
+        _choice("operator", self.operator, OPERATORS)
+        _choice("schedule", self.schedule, tuple(SCHEDULES))
+        _float("prune_probability", self.prune_probability, 0.0, 1.0)
+        _float("threshold", self.threshold, 0.0, 1.0)
+        _int("heldout", self.heldout, 1)
+        if isinstance(self.prune_amount, int) and not isinstance(self.prune_amount, bool):
+            _int("prune_amount", self.prune_amount, 0)
+        else:
+            _float("prune_amount", self.prune_amount, 0.0, 1.0)
+        if self.data is not None and not isinstance(self.data, str):
+            raise ConfigError(f"data: expected a file path, got {self.data!r}")
         if not isinstance(self.lr_decay, bool):
             raise ConfigError(f"lr_decay: expected true or false, got {self.lr_decay!r}")
         return self

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sparseae._atomic import atomic_target
 from sparseae.errors import DataError
 
 SPLITS = ("train", "test", "validation")
@@ -136,3 +137,31 @@ def load(path) -> Dataset:
             raise DataError(f"data: {path} has no '{required}' array (need train, test[, validation])")
     arrays.setdefault("validation", arrays["test"])
     return Dataset(arrays["train"], arrays["test"], arrays["validation"])
+
+
+def save(path, data: Dataset) -> None:
+    """Write ``data`` to ``.h5`` (datasets train/test/validation, uint8 when
+    binary, else float32) or ``.npz``, atomically (temp file, then rename)."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    arrays = {}
+    for name in SPLITS:
+        arr = getattr(data, name)
+        binary = bool(np.all((arr == 0) | (arr == 1)))
+        arrays[name] = arr.astype(np.uint8) if binary else arr
+    with atomic_target(path, _WriteError) as tmp:
+        if ext == ".npz":
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+        else:
+            import h5py
+
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = "sparseae-data"
+                for name, arr in arrays.items():
+                    f.create_dataset(name, data=arr, compression="gzip", compression_opts=4)
+
+
+class _WriteError(DataError):
+    def __init__(self, msg):
+        super().__init__(f"data: {msg}")

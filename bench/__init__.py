@@ -1,0 +1,1 @@
+"""Benchmarks for sparseae (run ``python -m bench.kernels``)."""

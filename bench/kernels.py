@@ -1,0 +1,746 @@
+"""Microbenchmark of sparseae's Numba CPU kernels, with a plain NumPy baseline.
+
+Run from the repository root (``/work/main``)::
+
+    python -m bench.kernels                     # print the table
+    python -m bench.kernels --json bench.json   # also write every number as JSON
+    python -m bench.kernels --repeat 15         # more timed repeats (default 11)
+    python -m bench.kernels --skip-compile      # skip the cold-compile subprocesses
+
+With the defaults the whole run takes about 20 s on a 2-core machine, plus about
+8 s for the cold compile (``--compile-repeat K`` runs the cold compile K times
+and reports the median).
+
+What is measured (every number is the median over ``--repeat`` samples taken
+with ``time.perf_counter`` after warm-up calls):
+
+``compile_s``
+    A fresh ``python`` subprocess whose ``NUMBA_CACHE_DIR`` is a new, empty
+    temporary directory (cold cache) times, from its first line: importing
+    numpy, ``sparseae.model`` and ``sparseae.kernels.cpu``, then the first call
+    of ``train_epoch``, ``evaluate_l1`` and ``forward_half`` -- every kernel that
+    ``sparseae train`` needs.  ``warm_start_s`` is the same script run again
+    (3 times, median) against the now-filled cache directory.
+Per-layer rows (``Autoencoder("default", seed=0)``: encoder 1000-30-10, decoder 10-30-1000)
+    ``dense_forward`` and ``dense_backward`` (``need_dx`` except for the first
+    encoder layer) at batch 5 and 100, and ``adam_update`` over the whole
+    encoder row and the whole decoder row.  Each kernel is called ``n`` times
+    from a small ``@njit`` loop, so Python dispatch is not in the time.  The
+    inputs are the real activations and loss gradients of the model on random
+    binary data, so ReLU zero-skipping happens as in training.
+    ``dense_backward`` overwrites ``dh`` in place, so the loop restores it
+    before each call; the cost of that copy is measured alone and subtracted.
+    GFLOP/s counts ``2*B*n_in*n_out`` flops for a forward and twice that for a
+    backward with ``dx`` (once without).  The NumPy column times the same
+    operation written in plain NumPy (``x @ W.T + b``, activation; ``dz.T @ x``,
+    ``dz.sum(0)``, ``dz @ W``; a masked Adam with in-place ufuncs), called from
+    Python; ``numpy/sae`` is NumPy time divided by sparseae time (>1: the kernel
+    is faster).
+``epoch_ms``
+    One ``train_epoch`` over 1000 random binary samples of dimension 1000,
+    batch 5 (200 steps), ``with_stats=False``; parameters and Adam state are
+    restored before every repeat.  ``epoch_stats_ms`` is the same with the fused
+    VARIANCE statistics on.
+``train_step_us``
+    ``epoch_ms / 200``: the per-step cost inside compiled code.
+    ``train_step_call_us`` is one ``train_epoch`` call from Python with an order
+    of exactly 5 indices (one step), which adds the dispatch of 23 arguments
+    and the kernel's per-call buffer allocations.
+``numpy_step_us``
+    The same training step (gather the batch, 4 layers forward, L1 loss,
+    backward, masked Adam with betas 0.5/0.999 on float32 arrays, lr 1e-3)
+    written in plain NumPy, timed as a 200-step epoch / 200 in the same
+    process.  ``numpy_over_sparseae_step`` is ``numpy_step_us / train_step_us``.
+
+A correctness cross-check (kernel vs. NumPy: per-layer outputs and gradients,
+and the parameters after one full training step from the same state) is
+printed and stored under ``check``.
+
+Threads: the kernels are serial, so the NumPy baseline is made single-threaded
+too: this module sets ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``,
+``MKL_NUM_THREADS``, ``BLIS_NUM_THREADS``, ``NUMEXPR_NUM_THREADS`` and
+``VECLIB_MAXIMUM_THREADS`` to 1 *before* it imports numpy.  That only works
+when numpy has not been imported yet in the process, which is why the
+benchmark is meant to be run as ``python -m bench.kernels``.  The compile
+subprocesses inherit the same environment.
+"""
+
+import os
+
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+for _var in _THREAD_VARS:
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import numba  # noqa: E402
+from numba import njit  # noqa: E402
+
+from sparseae import _options as opt  # noqa: E402
+from sparseae.kernels import cpu  # noqa: E402
+from sparseae.model import Autoencoder  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+LR = 1e-3
+BETA1, BETA2 = opt.ADAM_BETAS
+EPS = opt.ADAM_EPS
+N_SAMPLES = 1000
+DIM = 1000
+BATCH = 5
+LAYER_BATCHES = (5, 100)
+TARGET_S = 0.02  # wall time of one timed sample (n calls)
+
+# --------------------------------------------------------------- compile timing
+
+_STARTUP_CHILD = r"""
+import time
+t0 = time.perf_counter()
+import json
+import numpy as np
+from sparseae.model import Autoencoder
+from sparseae.kernels import cpu
+t1 = time.perf_counter()
+ae = Autoencoder("default", seed=0)
+e, d = ae.encoder, ae.decoder
+X = (np.random.default_rng(0).random((20, e.shapes[0][0])) < 0.5).astype(np.float32)
+order = np.arange(20, dtype=np.int64)
+se = np.zeros((e.n_units, 3))
+sd = np.zeros((d.n_units, 3))
+t2 = time.perf_counter()
+cpu.train_epoch(e.params[0], e.mask[0], e.m[0], e.v[0], e.step[0:1], e.table,
+                d.params[0], d.mask[0], d.m[0], d.v[0], d.step[0:1], d.table,
+                X, order, 5, 1e-3, 0.5, 0.999, 1e-8, False, se, sd, False)
+t3 = time.perf_counter()
+cpu.evaluate_l1(e.params[0], e.table, d.params[0], d.table, X, 256)
+t4 = time.perf_counter()
+cpu.forward_half(e.params[0], e.table, X, 256)
+t5 = time.perf_counter()
+print(json.dumps({"total_s": (t5 - t0) - (t2 - t1), "import_s": t1 - t0,
+                  "train_epoch_s": t3 - t2, "evaluate_l1_s": t4 - t3,
+                  "forward_half_s": t5 - t4}))
+"""
+
+
+def _startup_run(cache_dir):
+    """Run the startup script in a fresh interpreter with ``NUMBA_CACHE_DIR=cache_dir``."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", _STARTUP_CHILD], cwd=REPO, env=env,
+                       capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"startup subprocess failed:\n{r.stderr}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out["process_s"] = wall
+    return out
+
+
+def measure_startup(compile_repeat, warm_repeat=3):
+    cold, warm = [], []
+    for k in range(compile_repeat):
+        cache = Path(tempfile.mkdtemp(prefix="sparseae-bench-numba-"))
+        try:
+            cold.append(_startup_run(cache))
+            if k == compile_repeat - 1:
+                for _ in range(warm_repeat):
+                    warm.append(_startup_run(cache))
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+    return {
+        "compile_s": statistics.median(r["total_s"] for r in cold),
+        "warm_start_s": statistics.median(r["total_s"] for r in warm),
+        "compile_runs": cold,
+        "warm_runs": warm,
+    }
+
+
+# ---------------------------------------------------------------------- timing
+
+
+def _timed(run, n):
+    t0 = time.perf_counter()
+    run(n)
+    return time.perf_counter() - t0
+
+
+def measure(run, repeat, target=TARGET_S, setup=None, fixed_n=None):
+    """Median seconds per call of ``run(n)`` (which makes ``n`` calls).
+
+    Warms up, picks ``n`` so a sample lasts about ``target`` seconds, then takes
+    ``repeat`` samples; ``setup()`` (untimed) runs before each sample.
+    """
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(2):
+            if setup:
+                setup()
+            run(1)
+        if fixed_n is None:
+            n = 1
+            while True:
+                if setup:
+                    setup()
+                t = _timed(run, n)
+                if t >= 0.2 * target or n >= 1 << 22:
+                    break
+                n *= max(2, min(64, int(0.25 * target / max(t, 1e-9)) + 1))
+            n = max(1, round(n * target / t))
+        else:
+            n = fixed_n
+        samples = []
+        for _ in range(repeat):
+            if setup:
+                setup()
+            samples.append(_timed(run, n) / n)
+    finally:
+        if gc_was:
+            gc.enable()
+    return statistics.median(samples), samples, n
+
+
+def _pyloop(fn):
+    def run(n):
+        for _ in range(n):
+            fn()
+    return run
+
+
+# Small compiled loops around the kernels (not cached on purpose: numba's cache
+# does not notice when a callee in kernels/cpu.py changes).
+
+
+@njit
+def _loop_forward(n, w, bias, n_in, n_out, t, act, x, h, B, stats, marks, cstate):
+    for _ in range(n):
+        cpu.dense_forward(w, bias, n_in, n_out, t, act, x, h, B,
+                          stats, False, marks, cstate, False, 0.0)
+
+
+@njit
+def _loop_backward(n, w, n_in, n_out, t, act, x, h, dh0, dh, B, gw, gb, dx, need_dx):
+    for _ in range(n):
+        dh[:] = dh0
+        cpu.dense_backward(w, n_in, n_out, t, act, x, h, dh, B, gw, gb, dx, need_dx)
+
+
+@njit
+def _loop_copy(n, src, dst):
+    for _ in range(n):
+        dst[:] = src
+
+
+@njit
+def _loop_adam(n, p, g, mask, m, v, step, lr, b1, b2, eps, fresh):
+    for _ in range(n):
+        cpu.adam_update(p, g, mask, m, v, step, lr, b1, b2, eps, fresh)
+
+
+# ----------------------------------------------------------- NumPy reference
+
+
+def np_forward(W, b, act, x, h):
+    """``h = act(x @ W.T + b)`` with ``W`` ``(out, in)``."""
+    np.matmul(x, W.T, out=h)
+    h += b
+    if act == opt.RELU:
+        np.maximum(h, 0, out=h)
+    else:
+        np.negative(h, out=h)
+        np.exp(h, out=h)
+        h += 1
+        np.reciprocal(h, out=h)
+
+
+def np_backward(W, act, x, h, dh, gW, gb, dx, need_dx):
+    """``dh`` (dL/dh in, dL/dz out); writes ``gW`` ``(out, in)``, ``gb``, ``dx``."""
+    if act == opt.RELU:
+        dh *= h > 0
+    else:
+        dh *= h * (1 - h)
+    np.matmul(dh.T, x, out=gW)
+    np.sum(dh, axis=0, out=gb)
+    if need_dx:
+        np.matmul(dh, W, out=dx)
+
+
+def np_adam(half, lr=LR, b1=BETA1, b2=BETA2, eps=EPS):
+    """Masked Adam (PyTorch's formula) over one flat float32 row, in place."""
+    half["step"] += 1
+    t = half["step"]
+    step_size = np.float32(lr / (1.0 - b1 ** t))
+    inv_sqrt_bc2 = np.float32(1.0 / math.sqrt(1.0 - b2 ** t))
+    p, m, v, gm, tmp = half["p"], half["m"], half["v"], half["gm"], half["tmp"]
+    np.multiply(half["g"], half["mask"], out=gm)
+    m *= b1
+    np.multiply(gm, 1 - b1, out=tmp)
+    m += tmp
+    v *= b2
+    np.multiply(gm, gm, out=tmp)
+    tmp *= 1 - b2
+    v += tmp
+    np.sqrt(v, out=tmp)
+    tmp *= inv_sqrt_bc2
+    tmp += eps
+    np.divide(m, tmp, out=tmp)
+    tmp *= step_size
+    p -= tmp
+
+
+class NumpyAE:
+    """Plain NumPy twin of an :class:`Autoencoder`.
+
+    Weights are ``(out, in)`` arrays that are views of one flat float32 row per
+    half (so Adam runs over a whole row, like the kernel).
+    """
+
+    def __init__(self, ae):
+        self.halves = [self._half(ae.encoder), self._half(ae.decoder)]
+        self.layers = [L for h in self.halves for L in h["layers"]]
+        self._bufs = {}
+
+    @staticmethod
+    def _half(arena):
+        n = arena.n
+        p = np.empty(n, np.float32)
+        mask = np.empty(n, np.uint8)
+        g = np.empty(n, np.float32)
+        layers = []
+        off = 0
+        for l, (n_in, n_out, act) in enumerate(arena.shapes):
+            k = n_in * n_out
+            W = p[off:off + k].reshape(n_out, n_in)
+            W[...] = arena.weight(0, l)
+            mask[off:off + k].reshape(n_out, n_in)[...] = arena.weight(0, l, "mask")
+            gW = g[off:off + k].reshape(n_out, n_in)
+            off += k
+            b = p[off:off + n_out]
+            b[...] = arena.bias(0, l)
+            mask[off:off + n_out] = arena.bias(0, l, "mask")
+            gb = g[off:off + n_out]
+            off += n_out
+            layers.append(dict(W=W, b=b, gW=gW, gb=gb, act=act, n_in=n_in, n_out=n_out))
+        return dict(p=p, mask=mask, g=g, m=np.zeros(n, np.float32), v=np.zeros(n, np.float32),
+                    gm=np.empty(n, np.float32), tmp=np.empty(n, np.float32), step=0,
+                    layers=layers)
+
+    def state(self):
+        return [(h["p"].copy(), h["m"].copy(), h["v"].copy(), h["step"]) for h in self.halves]
+
+    def restore(self, state):
+        for h, (p, m, v, s) in zip(self.halves, state):
+            h["p"][...] = p
+            h["m"][...] = m
+            h["v"][...] = v
+            h["step"] = s
+
+    def _buffers(self, B):
+        if B not in self._bufs:
+            D = self.layers[0]["n_in"]
+            self._bufs[B] = dict(
+                x=np.empty((B, D), np.float32),
+                d=np.empty((B, D), np.float32),
+                h=[np.empty((B, L["n_out"]), np.float32) for L in self.layers],
+                dx=[np.empty((B, L["n_in"]), np.float32) for L in self.layers],
+            )
+        return self._bufs[B]
+
+    def forward_backward(self, x, capture=None):
+        """Forward, L1 loss and backward on batch ``x`` ``(B, D)``; gradients
+        land in the halves' ``g`` rows.  Returns the loss.  With ``capture`` (a
+        list) appends per layer copies of its input, output and dL/doutput."""
+        B, D = x.shape
+        bufs = self._buffers(B)
+        a = x
+        for L, h in zip(self.layers, bufs["h"]):
+            np_forward(L["W"], L["b"], L["act"], a, h)
+            a = h
+        d = np.subtract(a, x, out=bufs["d"])
+        loss = float(np.abs(d).mean())
+        dout = np.sign(d, out=d)
+        dout *= 1.0 / (B * D)
+        for k in range(len(self.layers) - 1, -1, -1):
+            L = self.layers[k]
+            inp = bufs["h"][k - 1] if k > 0 else x
+            if capture is not None:
+                capture.append(dict(x=inp.copy(), h=bufs["h"][k].copy(), dh=dout.copy()))
+            np_backward(L["W"], L["act"], inp, bufs["h"][k], dout, L["gW"], L["gb"],
+                        bufs["dx"][k], k > 0)
+            if capture is not None:
+                capture[-1].update(gW=L["gW"].copy(), gb=L["gb"].copy(),
+                                   dx=bufs["dx"][k].copy() if k > 0 else None)
+            dout = bufs["dx"][k]
+        if capture is not None:
+            capture.reverse()
+        return loss
+
+    def step(self, x):
+        loss = self.forward_backward(x)
+        for h in self.halves:
+            np_adam(h)
+        return loss
+
+    def epoch(self, X, order, batch_size):
+        total = 0.0
+        nb = 0
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            xb = self._buffers(len(idx))["x"]
+            np.take(X, idx, axis=0, out=xb)
+            total += self.step(xb)
+            nb += 1
+        return total / nb
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _layers(ae):
+    """``(name, arena, l, n_in, n_out, act, transposed, w_off, b_off)`` per layer."""
+    out = []
+    for half, arena in (("enc", ae.encoder), ("dec", ae.decoder)):
+        for l in range(arena.n_layers):
+            r = arena.table[l]
+            out.append((f"{half}{l}", arena, l, int(r[opt.COL_IN]), int(r[opt.COL_OUT]),
+                        int(r[opt.COL_ACT]), int(r[opt.COL_T]), int(r[opt.COL_W]),
+                        int(r[opt.COL_B])))
+    return out
+
+
+def _storage(gW, transposed):
+    """``(out, in)`` array flattened in the kernel's storage orientation."""
+    return np.ascontiguousarray(gW.T if transposed else gW).ravel()
+
+
+def _relerr(a, b):
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    scale = max(float(np.abs(b).max()), 1e-30)
+    return float(np.abs(a - b).max()) / scale
+
+
+def _train_args(ae, X, order, batch, stats):
+    e, d = ae.encoder, ae.decoder
+    se = np.zeros((e.n_units, 3))
+    sd = np.zeros((d.n_units, 3))
+    return (e.params[0], e.mask[0], e.m[0], e.v[0], e.step[0:1], e.table,
+            d.params[0], d.mask[0], d.m[0], d.v[0], d.step[0:1], d.table,
+            X, order, batch, LR, BETA1, BETA2, EPS, False, se, sd, stats)
+
+
+def _ae_state(ae):
+    return [(a.params.copy(), a.m.copy(), a.v.copy(), a.step.copy())
+            for a in (ae.encoder, ae.decoder)]
+
+
+def _ae_restore(ae, state):
+    for a, (p, m, v, s) in zip((ae.encoder, ae.decoder), state):
+        a.params[...] = p
+        a.m[...] = m
+        a.v[...] = v
+        a.step[...] = s
+
+
+# ----------------------------------------------------------------- benchmark
+
+
+def bench_layers(ae, X, repeat, check):
+    rows = []
+    nae = NumpyAE(ae)
+    layers = _layers(ae)
+    cap_rows = {}
+    for B in LAYER_BATCHES:
+        cap = []
+        nae.forward_backward(X[:B].copy(), capture=cap)
+        cap_rows[B] = cap
+        for (name, arena, l, n_in, n_out, act, tr, w0, b0), c, L in zip(layers, cap, nae.layers):
+            row_p = arena.params[0]
+            w = row_p[w0:w0 + n_in * n_out].copy()
+            bias = row_p[b0:b0 + n_out].copy()
+            x = c["x"].ravel().copy()
+            h = np.empty(B * n_out, np.float32)
+            stats = np.zeros((n_out, 3))
+            marks = np.zeros(n_out, np.uint8)
+            cstate = np.zeros(3, np.int64)
+            shape = f"{name} {n_in}->{n_out}"
+            act_name = "relu" if act == opt.RELU else "sigmoid"
+
+            # ---- forward
+            med, samples, n = measure(
+                lambda k: _loop_forward(k, w, bias, n_in, n_out, tr, act, x, h, B,
+                                        stats, marks, cstate), repeat)
+            check[f"forward {name} B={B}"] = _relerr(h, c["h"])
+            xh = c["x"].copy()
+            hh = np.empty((B, n_out), np.float32)
+            nmed, _, _ = measure(_pyloop(lambda: np_forward(L["W"], L["b"], act, xh, hh)), repeat)
+            flops = 2.0 * B * n_in * n_out
+            rows.append(dict(kernel="dense_forward", layer=shape, act=act_name, transposed=tr,
+                             batch=B, need_dx=None, us=med * 1e6, gflops=flops / med / 1e9,
+                             numpy_us=nmed * 1e6, numpy_over_sparseae=nmed / med,
+                             inner_n=n, samples_us=[s * 1e6 for s in samples]))
+
+            # ---- backward
+            need_dx = not (name == "enc0")
+            hk = c["h"].ravel().copy()
+            dh0 = c["dh"].ravel().copy()
+            dh = dh0.copy()
+            gw = np.empty(n_in * n_out, np.float32)
+            gb = np.empty(n_out, np.float32)
+            dx = np.empty(B * n_in, np.float32)
+            med, samples, n = measure(
+                lambda k: _loop_backward(k, w, n_in, n_out, tr, act, x, hk, dh0, dh, B,
+                                         gw, gb, dx, need_dx), repeat)
+            cmed, _, _ = measure(lambda k: _loop_copy(k, dh0, dh), repeat)
+            med_net = max(med - cmed, 1e-12)
+            check[f"backward gW {name} B={B}"] = _relerr(gw, _storage(c["gW"], tr))
+            check[f"backward gb {name} B={B}"] = _relerr(gb, c["gb"])
+            if need_dx:
+                check[f"backward dx {name} B={B}"] = _relerr(dx, c["dx"])
+            # NumPy: same restore-then-backward, restore cost subtracted likewise
+            hn, dhn0 = c["h"], c["dh"]
+            dhn = dhn0.copy()
+            gWn = np.empty((n_out, n_in), np.float32)
+            gbn = np.empty(n_out, np.float32)
+            dxn = np.empty((B, n_in), np.float32)
+
+            def np_bw():
+                np.copyto(dhn, dhn0)
+                np_backward(L["W"], act, xh, hn, dhn, gWn, gbn, dxn, need_dx)
+
+            nmed, _, _ = measure(_pyloop(np_bw), repeat)
+            ncmed, _, _ = measure(_pyloop(lambda: np.copyto(dhn, dhn0)), repeat)
+            nmed_net = max(nmed - ncmed, 1e-12)
+            flops = (4.0 if need_dx else 2.0) * B * n_in * n_out
+            rows.append(dict(kernel="dense_backward", layer=shape, act=act_name, transposed=tr,
+                             batch=B, need_dx=need_dx, us=med_net * 1e6,
+                             gflops=flops / med_net / 1e9, numpy_us=nmed_net * 1e6,
+                             numpy_over_sparseae=nmed_net / med_net, inner_n=n,
+                             copy_us_subtracted=cmed * 1e6,
+                             numpy_copy_us_subtracted=ncmed * 1e6,
+                             samples_us=[(s - cmed) * 1e6 for s in samples]))
+
+    # ---- Adam over whole rows, with the real gradient of a batch-5 step
+    nae.forward_backward(X[:BATCH].copy())
+    for half, arena, nh in (("encoder", ae.encoder, nae.halves[0]),
+                            ("decoder", ae.decoder, nae.halves[1])):
+        g = np.zeros(arena.n, np.float32)
+        for (_, ar, _, n_in, n_out, _, tr, w0, b0), L in zip(layers, nae.layers):
+            if ar is arena:
+                g[w0:w0 + n_in * n_out] = _storage(L["gW"], tr)
+                g[b0:b0 + n_out] = L["gb"]
+        p = arena.params[0].copy()
+        mask = arena.mask[0].copy()
+        m = np.zeros_like(p)
+        v = np.zeros_like(p)
+        step = np.zeros(1, np.int64)
+        med, samples, n = measure(
+            lambda k: _loop_adam(k, p, g, mask, m, v, step, LR, BETA1, BETA2, EPS, False),
+            repeat)
+        nhc = dict(nh, p=nh["p"].copy(), m=np.zeros_like(nh["m"]), v=np.zeros_like(nh["v"]),
+                   step=0)
+        nmed, _, _ = measure(_pyloop(lambda: np_adam(nhc)), repeat)
+        nbytes = arena.n * (4 * 4 + 1 + 3 * 4)  # read p g m v mask, write p m v
+        rows.append(dict(kernel="adam_update", layer=f"{half} row ({arena.n})", act=None,
+                         transposed=None, batch=None, need_dx=None, us=med * 1e6,
+                         gflops=None, gbytes_s=nbytes / med / 1e9, numpy_us=nmed * 1e6,
+                         numpy_over_sparseae=nmed / med, inner_n=n,
+                         samples_us=[s * 1e6 for s in samples]))
+    return rows
+
+
+def check_step(X, order):
+    """One full training step, kernel vs. NumPy, from the same state."""
+    ae = Autoencoder("default", seed=0)
+    nae = NumpyAE(ae)
+    o5 = order[:BATCH].copy()
+    loss_k = float(cpu.train_epoch(*_train_args(ae, X, o5, BATCH, False)))
+    loss_n = nae.step(X[o5])
+    diff = 0.0
+    for arena, nh in ((ae.encoder, nae.halves[0]), (ae.decoder, nae.halves[1])):
+        for l, L in enumerate(nh["layers"]):
+            diff = max(diff, float(np.abs(arena.weight(0, l) - L["W"]).max()),
+                       float(np.abs(arena.bias(0, l) - L["b"]).max()))
+    return {"step loss rel": abs(loss_k - loss_n) / abs(loss_n),
+            "step params max|diff|/lr": diff / LR}
+
+
+def bench_training(X, order, repeat):
+    out = {}
+    ae = Autoencoder("default", seed=0)
+    s0 = _ae_state(ae)
+
+    # one step = one train_epoch call with 5 indices, from Python
+    o5 = order[:BATCH].copy()
+    args5 = _train_args(ae, X, o5, BATCH, False)
+    med, samples, n = measure(_pyloop(lambda: cpu.train_epoch(*args5)), repeat,
+                              setup=lambda: _ae_restore(ae, s0))
+    out["train_step_call_us"] = med * 1e6
+    out["train_step_call_samples_us"] = [s * 1e6 for s in samples]
+
+    # whole epochs (200 steps)
+    for key, stats in (("epoch", False), ("epoch_stats", True)):
+        args = _train_args(ae, X, order, BATCH, stats)
+
+        def setup(args=args):
+            _ae_restore(ae, s0)
+            args[20][...] = 0
+            args[21][...] = 0
+
+        med, samples, _ = measure(lambda k: cpu.train_epoch(*args), repeat,
+                                  setup=setup, fixed_n=1)
+        out[f"{key}_ms"] = med * 1e3
+        out[f"{key}_samples_ms"] = [s * 1e3 for s in samples]
+    steps = math.ceil(len(order) / BATCH)
+    out["steps_per_epoch"] = steps
+    out["train_step_us"] = out["epoch_ms"] * 1e3 / steps
+
+    # NumPy: the same epoch
+    nae = NumpyAE(Autoencoder("default", seed=0))
+    n0 = nae.state()
+    med, samples, _ = measure(lambda k: nae.epoch(X, order, BATCH), repeat,
+                              setup=lambda: nae.restore(n0), fixed_n=1)
+    out["numpy_epoch_ms"] = med * 1e3
+    out["numpy_epoch_samples_ms"] = [s * 1e3 for s in samples]
+    out["numpy_step_us"] = med * 1e6 / steps
+    out["numpy_over_sparseae_step"] = out["numpy_step_us"] / out["train_step_us"]
+    return out
+
+
+# ------------------------------------------------------------------- report
+
+
+def _fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def print_report(res):
+    print(f"sparseae kernel benchmark  ({res['machine']['cpu']}, numpy {np.__version__}, "
+          f"numba {numba.__version__}, repeat={res['repeat']}, medians)")
+    if res.get("compile_s") is not None:
+        c = res["compile_runs"][-1]
+        print(f"compile (cold cache): {res['compile_s']:.2f} s   "
+              f"[import {c['import_s']:.2f}, train_epoch {c['train_epoch_s']:.2f}, "
+              f"evaluate_l1 {c['evaluate_l1_s']:.2f}, forward_half {c['forward_half_s']:.3f}]")
+        print(f"warm start (cached):  {res['warm_start_s']:.2f} s")
+    print()
+    hdr = (f"{'kernel':<16} {'layer':<22} {'B':>4} {'dx':>3} {'sparseae us':>12} "
+           f"{'GFLOP/s':>8} {'numpy us':>10} {'numpy/sae':>9}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in res["layers"]:
+        dx = "" if r["need_dx"] is None else ("y" if r["need_dx"] else "n")
+        g = r["gflops"]
+        gtxt = _fmt(g, "8.2f") if g is not None else f"{r['gbytes_s']:5.1f}GB/s"
+        print(f"{r['kernel']:<16} {r['layer']:<22} {_fmt(r['batch'], '4d'):>4} {dx:>3} "
+              f"{r['us']:12.2f} {gtxt:>8} {r['numpy_us']:10.2f} "
+              f"{r['numpy_over_sparseae']:9.2f}")
+    print("-" * len(hdr))
+    t = res
+    print(f"{'train step':<16} {'B=5, epoch/200':<22} {5:>4} {'':>3} {t['train_step_us']:12.2f} "
+          f"{'':>8} {t['numpy_step_us']:10.2f} {t['numpy_over_sparseae_step']:9.2f}")
+    print(f"{'train_epoch call':<16} {'1 step, from Python':<22} {5:>4} {'':>3} "
+          f"{t['train_step_call_us']:12.2f}")
+    print(f"{'epoch':<16} {'200 steps (ms)':<22} {5:>4} {'':>3} {t['epoch_ms']:12.3f} "
+          f"{'':>8} {t['numpy_epoch_ms']:10.3f} {t['numpy_epoch_ms'] / t['epoch_ms']:9.2f}")
+    print(f"{'epoch+stats':<16} {'200 steps (ms)':<22} {5:>4} {'':>3} "
+          f"{t['epoch_stats_ms']:12.3f}")
+    print()
+    worst = max(v for k, v in res["check"].items() if not k.startswith("step "))
+    print(f"check vs NumPy: per-layer worst relative error {worst:.2e} "
+          f"(one full step: loss rel {res['check']['step loss rel']:.1e}, "
+          f"params max|diff| = {res['check']['step params max|diff|/lr']:.3g} lr)")
+    print(f"benchmark wall time (excluding cold compile): {res['bench_wall_s']:.1f} s")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench.kernels", description=__doc__.split("\n")[0])
+    ap.add_argument("--json", metavar="FILE", help="write all results as JSON to FILE")
+    ap.add_argument("--repeat", type=int, default=11,
+                    help="timed samples per measurement (default 11)")
+    ap.add_argument("--compile-repeat", type=int, default=1,
+                    help="cold-compile subprocesses, median reported (default 1)")
+    ap.add_argument("--skip-compile", action="store_true",
+                    help="skip the compile-time subprocesses")
+    args = ap.parse_args(argv)
+    if args.repeat < 1 or args.compile_repeat < 1:
+        ap.error("--repeat and --compile-repeat must be >= 1")
+
+    res = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "numba": numba.__version__,
+            "cpu_count": os.cpu_count(),
+            "thread_env": {v: os.environ.get(v) for v in _THREAD_VARS},
+        },
+        "repeat": args.repeat,
+        "config": {"lr": LR, "betas": [BETA1, BETA2], "eps": EPS, "samples": N_SAMPLES,
+                   "dim": DIM, "batch": BATCH, "layer_batches": list(LAYER_BATCHES),
+                   "arch": "default", "seed": 0},
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    res["machine"]["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+
+    if args.skip_compile:
+        res.update(compile_s=None, warm_start_s=None)
+    else:
+        print("timing cold compile in a subprocess ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        st = measure_startup(args.compile_repeat)
+        res.update(st)
+        cold_wall = sum(r["process_s"] for r in st["compile_runs"])
+    t_start = time.perf_counter()
+
+    rng = np.random.default_rng(0)
+    X = (rng.random((N_SAMPLES, DIM)) < 0.5).astype(np.float32)
+    order = rng.permutation(N_SAMPLES).astype(np.int64)
+    check = {}
+    print("timing layer kernels ...", file=sys.stderr, flush=True)
+    res["layers"] = bench_layers(Autoencoder("default", seed=0), X, args.repeat, check)
+    print("timing training steps ...", file=sys.stderr, flush=True)
+    res.update(bench_training(X, order, args.repeat))
+    check.update(check_step(X, order))
+    res["check"] = check
+    res["bench_wall_s"] = time.perf_counter() - t_start
+    if not args.skip_compile:
+        # the warm-start subprocesses count towards the benchmark's own time
+        res["bench_wall_s"] += (t_start - t0) - cold_wall
+
+    print_report(res)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Sparsity and cost metrics, and compaction to a smaller dense network.
+
+FLOPs per sample count 2 per weight (multiply-add) plus 1 per bias; the
+activation functions are not counted.  *Dense* counts every entry, *masked*
+the live ones, *compacted* every entry of :func:`compact`'s network (units
+that cannot affect the output removed).
+
+Notes
+-----
+ALGORITHM.md section 6 (default profile: preserved = live mask entries / total).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparseae._options import RELU
+
+
+def _halves(model, row_e=0, row_d=0):
+    return ((model.encoder, row_e, "encoder"), (model.decoder, row_d, "decoder"))
+
+
+def preserved(model, row_e: int = 0, row_d: int = 0) -> dict:
+    """Preserved (live) fractions: ``total``, ``encoder``, ``decoder`` and
+    ``layers`` (a list of ``(name, fraction)`` per dense layer, W and b together)."""
+    out = {"layers": []}
+    live_all = total_all = 0
+    for arena, i, name in _halves(model, row_e, row_d):
+        live = int(arena.mask[i].sum())
+        out[name] = live / arena.n
+        live_all += live
+        total_all += arena.n
+        for l, (n_in, n_out, _) in enumerate(arena.shapes):
+            n = n_in * n_out + n_out
+            lv = int(arena.weight(i, l, "mask").sum()) + int(arena.bias(i, l, "mask").sum())
+            out["layers"].append((f"{name}.{l} {n_in}->{n_out}", lv / n))
+    out["total"] = live_all / total_all
+    return out
+
+
+def _dense_flops(shapes) -> int:
+    return int(sum(2 * i * o + o for i, o in shapes))
+
+
+def flops(model, row_e: int = 0, row_d: int = 0) -> dict:
+    """FLOPs per sample: ``dense``, ``masked`` (live entries) and ``compacted``."""
+    dense = masked = 0
+    for arena, i, _ in _halves(model, row_e, row_d):
+        dense += _dense_flops([(a, b) for a, b, _ in arena.shapes])
+        for l in range(arena.n_layers):
+            masked += 2 * int(arena.weight(i, l, "mask").sum()) + int(arena.bias(i, l, "mask").sum())
+    comp = compact(model, row_e, row_d)
+    return {"dense": dense, "masked": masked, "compacted": comp.flops}
+
+
+@dataclass
+class CompactNetwork:
+    """A plain dense autoencoder without masks: lists of ``(W (out, in), b, act)``.
+
+    Run it with :meth:`encode`, :meth:`decode`, :meth:`reconstruct` (NumPy,
+    float32).  Its latent width may be smaller than the original's when latent
+    units were removed.
+    """
+
+    encoder: list
+    decoder: list
+
+    @staticmethod
+    def _run(layers, X):
+        h = np.asarray(X, np.float32)
+        for W, b, act in layers:
+            z = h @ W.T + b
+            h = np.maximum(z, np.float32(0)) if act == RELU else (1 / (1 + np.exp(-z))).astype(np.float32)
+        return h
+
+    def encode(self, X):
+        return self._run(self.encoder, X)
+
+    def decode(self, Z):
+        return self._run(self.decoder, Z)
+
+    def reconstruct(self, X):
+        return self.decode(self.encode(X))
+
+    @property
+    def widths(self):
+        layers = self.encoder + self.decoder
+        return [layers[0][0].shape[1]] + [W.shape[0] for W, _, _ in layers]
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(W.size + b.size for W, b, _ in self.encoder + self.decoder))
+
+    @property
+    def flops(self) -> int:
+        return _dense_flops([(W.shape[1], W.shape[0]) for W, _, _ in self.encoder + self.decoder])
+
+
+def compact(model, row_e: int = 0, row_d: int = 0) -> CompactNetwork:
+    """The smaller dense network that computes what the masked one computes.
+
+    Removes hidden units (the latent layer included) that cannot affect the
+    output: those with no live outgoing weight, and those with no live
+    incoming weight and a pruned bias (they output ReLU(0) = 0), repeated to a
+    fixed point.  Inputs and outputs are never removed.  Pruned entries of the
+    remaining units are 0 in the result.
+    """
+    layers = []
+    for arena, i, _ in _halves(model, row_e, row_d):
+        for l in range(arena.n_layers):
+            layers.append([
+                np.array(arena.weight(i, l) * arena.weight(i, l, "mask"), np.float32),
+                np.array(arena.bias(i, l) * arena.bias(i, l, "mask"), np.float32),
+                arena.weight(i, l, "mask").astype(bool),
+                arena.bias(i, l, "mask").astype(bool),
+                int(arena.shapes[l][2]),
+            ])
+    n_enc = model.encoder.n_layers
+    changed = True
+    while changed:
+        changed = False
+        for k in range(len(layers) - 1):
+            W, b, mW, mb, _ = layers[k]
+            W2, b2, mW2, mb2, act2 = layers[k + 1]
+            useless = (~mW2.any(axis=0)) | ((~mW.any(axis=1)) & ~mb)
+            if useless.any():
+                keep = ~useless
+                layers[k][0], layers[k][1] = W[keep], b[keep]
+                layers[k][2], layers[k][3] = mW[keep], mb[keep]
+                layers[k + 1][0], layers[k + 1][2] = W2[:, keep], mW2[:, keep]
+                changed = True
+    out = [(W, b, act) for W, b, _, _, act in layers]
+    return CompactNetwork(out[:n_enc], out[n_enc:])
