@@ -375,6 +375,7 @@ def train_epoch(pe, me, m_e, v_e, step_e, le,
     work = np.empty(2 * Bm * mw, np.float32)
     xb = np.empty(Bm * D, np.float32)
     dy = np.empty(Bm * D, np.float32)
+    dcode_buf = np.empty(Bm * ld[0, COL_IN], np.float32)
     ge = np.empty_like(pe)
     gd = np.empty_like(pd)
     no_marks_e = np.zeros(_units(le), np.uint8)
@@ -399,7 +400,7 @@ def train_epoch(pe, me, m_e, v_e, step_e, le,
         nb += 1
         dcode = half_backward(pd, ld, code, B, hbuf_d, hoff_d, dy[:B * D], gd, work, True)
         # the decoder's dx lives in ``work``; move it before the encoder reuses it
-        dc = dy[:dcode.shape[0]]
+        dc = dcode_buf[:dcode.shape[0]]
         dc[:] = dcode
         half_backward(pe, le, x, B, hbuf_e, hoff_e, dc, ge, work, False)
         adam_update(pe, ge, me, m_e, v_e, step_e, lr, beta1, beta2, eps, fresh)
