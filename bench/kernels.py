@@ -12,7 +12,11 @@ With the defaults the whole run takes about 20 s on a 2-core machine, plus about
 and reports the median).
 
 What is measured (every number is the median over ``--repeat`` samples taken
-with ``time.perf_counter`` after warm-up calls):
+with ``time.perf_counter`` after warm-up calls; a sample times ``n`` calls,
+``n`` chosen so that it lasts about 20 ms, and the samples of all measurements
+are taken round-robin, so a burst of load from another process spoils a few
+samples of many rows instead of every sample of one row; ``--json`` also
+stores every sample and the minimum):
 
 ``compile_s``
     A fresh ``python`` subprocess whose ``NUMBA_CACHE_DIR`` is a new, empty
@@ -183,40 +187,60 @@ def _timed(run, n):
     return time.perf_counter() - t0
 
 
-def measure(run, repeat, target=TARGET_S, setup=None, fixed_n=None):
-    """Median seconds per call of ``run(n)`` (which makes ``n`` calls).
+class Suite:
+    """Timed measurements sampled round-robin.
 
-    Warms up, picks ``n`` so a sample lasts about ``target`` seconds, then takes
-    ``repeat`` samples; ``setup()`` (untimed) runs before each sample.
+    :meth:`add` warms a measurement up and picks ``n`` (calls per sample) so a
+    sample lasts about ``target`` seconds; :meth:`sample` then takes ``repeat``
+    rounds, one sample of every measurement per round, so that a burst of load
+    from another process spoils a few samples of many rows rather than every
+    sample of one row.  ``run(n)`` makes ``n`` calls; ``setup()`` runs, untimed,
+    before each sample.
     """
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
+
+    def __init__(self, target=TARGET_S):
+        self.target = target
+        self.items = {}
+
+    def add(self, key, run, setup=None, fixed_n=None):
         for _ in range(2):
             if setup:
                 setup()
             run(1)
-        if fixed_n is None:
+        n = fixed_n
+        if n is None:
             n = 1
             while True:
                 if setup:
                     setup()
                 t = _timed(run, n)
-                if t >= 0.2 * target or n >= 1 << 22:
+                if t >= 0.2 * self.target or n >= 1 << 22:
                     break
-                n *= max(2, min(64, int(0.25 * target / max(t, 1e-9)) + 1))
-            n = max(1, round(n * target / t))
-        else:
-            n = fixed_n
-        samples = []
-        for _ in range(repeat):
-            if setup:
-                setup()
-            samples.append(_timed(run, n) / n)
-    finally:
-        if gc_was:
-            gc.enable()
-    return statistics.median(samples), samples, n
+                n *= max(2, min(64, int(0.25 * self.target / max(t, 1e-9)) + 1))
+            n = max(1, round(n * self.target / t))
+        self.items[key] = dict(run=run, setup=setup, n=n, samples=[])
+
+    def sample(self, repeat):
+        gc_was = gc.isenabled()
+        gc.disable()
+        try:
+            for _ in range(repeat):
+                for it in self.items.values():
+                    if it["setup"]:
+                        it["setup"]()
+                    it["samples"].append(_timed(it["run"], it["n"]) / it["n"])
+        finally:
+            if gc_was:
+                gc.enable()
+
+    def median(self, key):
+        return statistics.median(self.items[key]["samples"])
+
+    def samples(self, key):
+        return self.items[key]["samples"]
+
+    def n(self, key):
+        return self.items[key]["n"]
 
 
 def _pyloop(fn):
@@ -464,82 +488,92 @@ def _ae_restore(ae, state):
 # ----------------------------------------------------------------- benchmark
 
 
-def bench_layers(ae, X, repeat, check):
-    rows = []
+def _fwd_items(suite, key, arena, n_in, n_out, act, tr, w0, b0, B, c, L, check):
+    row_p = arena.params[0]
+    w = row_p[w0:w0 + n_in * n_out].copy()
+    bias = row_p[b0:b0 + n_out].copy()
+    x = c["x"].ravel().copy()
+    h = np.empty(B * n_out, np.float32)
+    stats = np.zeros((n_out, 3))
+    marks = np.zeros(n_out, np.uint8)
+    cstate = np.zeros(3, np.int64)
+    suite.add(key, lambda k: _loop_forward(k, w, bias, n_in, n_out, tr, act, x, h, B,
+                                           stats, marks, cstate))
+    check[f"forward {key[1]} B={B}"] = _relerr(h, c["h"])
+    xh = c["x"].copy()
+    hh = np.empty((B, n_out), np.float32)
+    suite.add(key + ("numpy",), _pyloop(lambda: np_forward(L["W"], L["b"], act, xh, hh)))
+
+
+def _bwd_items(suite, key, arena, n_in, n_out, act, tr, w0, B, c, L, need_dx, check):
+    w = arena.params[0][w0:w0 + n_in * n_out].copy()
+    x = c["x"].ravel().copy()
+    hk = c["h"].ravel().copy()
+    dh0 = c["dh"].ravel().copy()
+    dh = dh0.copy()
+    gw = np.empty(n_in * n_out, np.float32)
+    gb = np.empty(n_out, np.float32)
+    dx = np.empty(B * n_in, np.float32)
+    suite.add(key, lambda k: _loop_backward(k, w, n_in, n_out, tr, act, x, hk, dh0, dh, B,
+                                            gw, gb, dx, need_dx))
+    suite.add(key + ("copy",), lambda k: _loop_copy(k, dh0, dh))
+    name = key[1]
+    check[f"backward gW {name} B={B}"] = _relerr(gw, _storage(c["gW"], tr))
+    check[f"backward gb {name} B={B}"] = _relerr(gb, c["gb"])
+    if need_dx:
+        check[f"backward dx {name} B={B}"] = _relerr(dx, c["dx"])
+    # NumPy: the same restore-then-backward, the restore cost subtracted likewise
+    xh, hn, dhn0 = c["x"], c["h"], c["dh"]
+    dhn = dhn0.copy()
+    gWn = np.empty((n_out, n_in), np.float32)
+    gbn = np.empty(n_out, np.float32)
+    dxn = np.empty((B, n_in), np.float32)
+
+    def np_bw():
+        np.copyto(dhn, dhn0)
+        np_backward(L["W"], act, xh, hn, dhn, gWn, gbn, dxn, need_dx)
+
+    suite.add(key + ("numpy",), _pyloop(np_bw))
+    suite.add(key + ("numpy", "copy"), _pyloop(lambda: np.copyto(dhn, dhn0)))
+
+
+def _adam_items(suite, key, arena, g, nh):
+    p = arena.params[0].copy()
+    mask = arena.mask[0].copy()
+    m = np.zeros_like(p)
+    v = np.zeros_like(p)
+    step = np.zeros(1, np.int64)
+    suite.add(key, lambda k: _loop_adam(k, p, g, mask, m, v, step, LR, BETA1, BETA2, EPS,
+                                        False))
+    nhc = dict(nh, p=nh["p"].copy(), m=np.zeros_like(nh["m"]), v=np.zeros_like(nh["v"]),
+               step=0)
+    suite.add(key + ("numpy",), _pyloop(lambda: np_adam(nhc)))
+
+
+def add_layers(suite, ae, X, check):
+    """Register the per-layer and Adam measurements; return the row specs."""
+    specs = []
     nae = NumpyAE(ae)
     layers = _layers(ae)
-    cap_rows = {}
     for B in LAYER_BATCHES:
         cap = []
         nae.forward_backward(X[:B].copy(), capture=cap)
-        cap_rows[B] = cap
         for (name, arena, l, n_in, n_out, act, tr, w0, b0), c, L in zip(layers, cap, nae.layers):
-            row_p = arena.params[0]
-            w = row_p[w0:w0 + n_in * n_out].copy()
-            bias = row_p[b0:b0 + n_out].copy()
-            x = c["x"].ravel().copy()
-            h = np.empty(B * n_out, np.float32)
-            stats = np.zeros((n_out, 3))
-            marks = np.zeros(n_out, np.uint8)
-            cstate = np.zeros(3, np.int64)
             shape = f"{name} {n_in}->{n_out}"
             act_name = "relu" if act == opt.RELU else "sigmoid"
+            key = ("dense_forward", name, B)
+            _fwd_items(suite, key, arena, n_in, n_out, act, tr, w0, b0, B, c, L, check)
+            specs.append(dict(key=key, kernel="dense_forward", layer=shape, act=act_name,
+                              transposed=tr, batch=B, need_dx=None,
+                              flops=2.0 * B * n_in * n_out))
+            need_dx = name != "enc0"
+            key = ("dense_backward", name, B)
+            _bwd_items(suite, key, arena, n_in, n_out, act, tr, w0, B, c, L, need_dx, check)
+            specs.append(dict(key=key, kernel="dense_backward", layer=shape, act=act_name,
+                              transposed=tr, batch=B, need_dx=need_dx,
+                              flops=(4.0 if need_dx else 2.0) * B * n_in * n_out))
 
-            # ---- forward
-            med, samples, n = measure(
-                lambda k: _loop_forward(k, w, bias, n_in, n_out, tr, act, x, h, B,
-                                        stats, marks, cstate), repeat)
-            check[f"forward {name} B={B}"] = _relerr(h, c["h"])
-            xh = c["x"].copy()
-            hh = np.empty((B, n_out), np.float32)
-            nmed, _, _ = measure(_pyloop(lambda: np_forward(L["W"], L["b"], act, xh, hh)), repeat)
-            flops = 2.0 * B * n_in * n_out
-            rows.append(dict(kernel="dense_forward", layer=shape, act=act_name, transposed=tr,
-                             batch=B, need_dx=None, us=med * 1e6, gflops=flops / med / 1e9,
-                             numpy_us=nmed * 1e6, numpy_over_sparseae=nmed / med,
-                             inner_n=n, samples_us=[s * 1e6 for s in samples]))
-
-            # ---- backward
-            need_dx = not (name == "enc0")
-            hk = c["h"].ravel().copy()
-            dh0 = c["dh"].ravel().copy()
-            dh = dh0.copy()
-            gw = np.empty(n_in * n_out, np.float32)
-            gb = np.empty(n_out, np.float32)
-            dx = np.empty(B * n_in, np.float32)
-            med, samples, n = measure(
-                lambda k: _loop_backward(k, w, n_in, n_out, tr, act, x, hk, dh0, dh, B,
-                                         gw, gb, dx, need_dx), repeat)
-            cmed, _, _ = measure(lambda k: _loop_copy(k, dh0, dh), repeat)
-            med_net = max(med - cmed, 1e-12)
-            check[f"backward gW {name} B={B}"] = _relerr(gw, _storage(c["gW"], tr))
-            check[f"backward gb {name} B={B}"] = _relerr(gb, c["gb"])
-            if need_dx:
-                check[f"backward dx {name} B={B}"] = _relerr(dx, c["dx"])
-            # NumPy: same restore-then-backward, restore cost subtracted likewise
-            hn, dhn0 = c["h"], c["dh"]
-            dhn = dhn0.copy()
-            gWn = np.empty((n_out, n_in), np.float32)
-            gbn = np.empty(n_out, np.float32)
-            dxn = np.empty((B, n_in), np.float32)
-
-            def np_bw():
-                np.copyto(dhn, dhn0)
-                np_backward(L["W"], act, xh, hn, dhn, gWn, gbn, dxn, need_dx)
-
-            nmed, _, _ = measure(_pyloop(np_bw), repeat)
-            ncmed, _, _ = measure(_pyloop(lambda: np.copyto(dhn, dhn0)), repeat)
-            nmed_net = max(nmed - ncmed, 1e-12)
-            flops = (4.0 if need_dx else 2.0) * B * n_in * n_out
-            rows.append(dict(kernel="dense_backward", layer=shape, act=act_name, transposed=tr,
-                             batch=B, need_dx=need_dx, us=med_net * 1e6,
-                             gflops=flops / med_net / 1e9, numpy_us=nmed_net * 1e6,
-                             numpy_over_sparseae=nmed_net / med_net, inner_n=n,
-                             copy_us_subtracted=cmed * 1e6,
-                             numpy_copy_us_subtracted=ncmed * 1e6,
-                             samples_us=[(s - cmed) * 1e6 for s in samples]))
-
-    # ---- Adam over whole rows, with the real gradient of a batch-5 step
+    # Adam over whole rows, with the real gradient of a batch-5 step
     nae.forward_backward(X[:BATCH].copy())
     for half, arena, nh in (("encoder", ae.encoder, nae.halves[0]),
                             ("decoder", ae.decoder, nae.halves[1])):
@@ -548,23 +582,38 @@ def bench_layers(ae, X, repeat, check):
             if ar is arena:
                 g[w0:w0 + n_in * n_out] = _storage(L["gW"], tr)
                 g[b0:b0 + n_out] = L["gb"]
-        p = arena.params[0].copy()
-        mask = arena.mask[0].copy()
-        m = np.zeros_like(p)
-        v = np.zeros_like(p)
-        step = np.zeros(1, np.int64)
-        med, samples, n = measure(
-            lambda k: _loop_adam(k, p, g, mask, m, v, step, LR, BETA1, BETA2, EPS, False),
-            repeat)
-        nhc = dict(nh, p=nh["p"].copy(), m=np.zeros_like(nh["m"]), v=np.zeros_like(nh["v"]),
-                   step=0)
-        nmed, _, _ = measure(_pyloop(lambda: np_adam(nhc)), repeat)
-        nbytes = arena.n * (4 * 4 + 1 + 3 * 4)  # read p g m v mask, write p m v
-        rows.append(dict(kernel="adam_update", layer=f"{half} row ({arena.n})", act=None,
-                         transposed=None, batch=None, need_dx=None, us=med * 1e6,
-                         gflops=None, gbytes_s=nbytes / med / 1e9, numpy_us=nmed * 1e6,
-                         numpy_over_sparseae=nmed / med, inner_n=n,
-                         samples_us=[s * 1e6 for s in samples]))
+        key = ("adam_update", half)
+        _adam_items(suite, key, arena, g, nh)
+        specs.append(dict(key=key, kernel="adam_update", layer=f"{half} row ({arena.n})",
+                          act=None, transposed=None, batch=None, need_dx=None, flops=None,
+                          nbytes=arena.n * (4 * 4 + 1 + 3 * 4)))  # r: p g m v mask, w: p m v
+    return specs
+
+
+def layer_rows(suite, specs):
+    rows = []
+    for sp in specs:
+        key = sp["key"]
+        samples = list(suite.samples(key))
+        nsamples = list(suite.samples(key + ("numpy",)))
+        extra = {}
+        if sp["kernel"] == "dense_backward":
+            cmed = suite.median(key + ("copy",))
+            ncmed = suite.median(key + ("numpy", "copy"))
+            samples = [s - cmed for s in samples]
+            nsamples = [s - ncmed for s in nsamples]
+            extra = dict(copy_us_subtracted=cmed * 1e6, numpy_copy_us_subtracted=ncmed * 1e6)
+        med = max(statistics.median(samples), 1e-12)
+        nmed = max(statistics.median(nsamples), 1e-12)
+        row = {k: v for k, v in sp.items() if k not in ("key", "flops", "nbytes")}
+        row.update(us=med * 1e6,
+                   gflops=sp["flops"] / med / 1e9 if sp["flops"] else None,
+                   numpy_us=nmed * 1e6, numpy_over_sparseae=nmed / med,
+                   min_us=min(samples) * 1e6, inner_n=suite.n(key), **extra,
+                   samples_us=[s * 1e6 for s in samples])
+        if sp.get("nbytes"):
+            row["gbytes_s"] = sp["nbytes"] / med / 1e9
+        rows.append(row)
     return rows
 
 
@@ -584,44 +633,46 @@ def check_step(X, order):
             "step params max|diff|/lr": diff / LR}
 
 
-def bench_training(X, order, repeat):
-    out = {}
-    ae = Autoencoder("default", seed=0)
-    s0 = _ae_state(ae)
-
+def add_training(suite, X, order):
+    """Register the whole-step and epoch measurements."""
     # one step = one train_epoch call with 5 indices, from Python
-    o5 = order[:BATCH].copy()
-    args5 = _train_args(ae, X, o5, BATCH, False)
-    med, samples, n = measure(_pyloop(lambda: cpu.train_epoch(*args5)), repeat,
-                              setup=lambda: _ae_restore(ae, s0))
-    out["train_step_call_us"] = med * 1e6
-    out["train_step_call_samples_us"] = [s * 1e6 for s in samples]
+    ae1 = Autoencoder("default", seed=0)
+    s1 = _ae_state(ae1)
+    args5 = _train_args(ae1, X, order[:BATCH].copy(), BATCH, False)
+    suite.add("train_step_call", _pyloop(lambda: cpu.train_epoch(*args5)),
+              setup=lambda: _ae_restore(ae1, s1))
 
-    # whole epochs (200 steps)
+    # whole epochs (200 steps); parameters, Adam state and stats restored each time
     for key, stats in (("epoch", False), ("epoch_stats", True)):
+        ae = Autoencoder("default", seed=0)
+        s0 = _ae_state(ae)
         args = _train_args(ae, X, order, BATCH, stats)
 
-        def setup(args=args):
+        def setup(ae=ae, s0=s0, args=args):
             _ae_restore(ae, s0)
             args[20][...] = 0
             args[21][...] = 0
 
-        med, samples, _ = measure(lambda k: cpu.train_epoch(*args), repeat,
-                                  setup=setup, fixed_n=1)
-        out[f"{key}_ms"] = med * 1e3
-        out[f"{key}_samples_ms"] = [s * 1e3 for s in samples]
-    steps = math.ceil(len(order) / BATCH)
-    out["steps_per_epoch"] = steps
-    out["train_step_us"] = out["epoch_ms"] * 1e3 / steps
+        suite.add(key, lambda k, args=args: cpu.train_epoch(*args), setup=setup, fixed_n=1)
 
     # NumPy: the same epoch
     nae = NumpyAE(Autoencoder("default", seed=0))
     n0 = nae.state()
-    med, samples, _ = measure(lambda k: nae.epoch(X, order, BATCH), repeat,
-                              setup=lambda: nae.restore(n0), fixed_n=1)
-    out["numpy_epoch_ms"] = med * 1e3
-    out["numpy_epoch_samples_ms"] = [s * 1e3 for s in samples]
-    out["numpy_step_us"] = med * 1e6 / steps
+    suite.add("numpy_epoch", lambda k: nae.epoch(X, order, BATCH),
+              setup=lambda: nae.restore(n0), fixed_n=1)
+
+
+def training_results(suite, order):
+    out = {}
+    steps = math.ceil(len(order) / BATCH)
+    out["train_step_call_us"] = suite.median("train_step_call") * 1e6
+    out["train_step_call_samples_us"] = [s * 1e6 for s in suite.samples("train_step_call")]
+    for key in ("epoch", "epoch_stats", "numpy_epoch"):
+        out[f"{key}_ms"] = suite.median(key) * 1e3
+        out[f"{key}_samples_ms"] = [s * 1e3 for s in suite.samples(key)]
+    out["steps_per_epoch"] = steps
+    out["train_step_us"] = out["epoch_ms"] * 1e3 / steps
+    out["numpy_step_us"] = out["numpy_epoch_ms"] * 1e3 / steps
     out["numpy_over_sparseae_step"] = out["numpy_step_us"] / out["train_step_us"]
     return out
 
@@ -723,10 +774,15 @@ def main(argv=None):
     X = (rng.random((N_SAMPLES, DIM)) < 0.5).astype(np.float32)
     order = rng.permutation(N_SAMPLES).astype(np.int64)
     check = {}
-    print("timing layer kernels ...", file=sys.stderr, flush=True)
-    res["layers"] = bench_layers(Autoencoder("default", seed=0), X, args.repeat, check)
-    print("timing training steps ...", file=sys.stderr, flush=True)
-    res.update(bench_training(X, order, args.repeat))
+    suite = Suite()
+    print("warming up and calibrating ...", file=sys.stderr, flush=True)
+    specs = add_layers(suite, Autoencoder("default", seed=0), X, check)
+    add_training(suite, X, order)
+    print(f"timing {len(suite.items)} measurements x {args.repeat} rounds ...",
+          file=sys.stderr, flush=True)
+    suite.sample(args.repeat)
+    res["layers"] = layer_rows(suite, specs)
+    res.update(training_results(suite, order))
     check.update(check_step(X, order))
     res["check"] = check
     res["bench_wall_s"] = time.perf_counter() - t_start

@@ -18,7 +18,8 @@ def atomic_target(path, error):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise error(f"folder does not exist: {folder}")
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise error(f"output folder {folder} {what}")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     except OSError as exc:

@@ -234,12 +234,12 @@ class CanonicalRun:
         """Resume a run; it then ends bit-identical to the uninterrupted run.
 
         ``data`` must be the run's data (checked by fingerprint); None rebuilds
-        it from the config.  ``epochs`` may extend the run.
+        it from the config.  ``epochs`` may extend the run; the run is then the
+        one configured with the new total from here on (the lr decay step and
+        the schedule's T follow the new total), so it is no longer identical
+        to any uninterrupted run.
         """
-        ck = ckpt_io.load(path)
-        if ck.kind != "canonical":
-            raise CheckpointError(f"checkpoint: {path} holds a {ck.kind} run, not a canonical one")
-        config = TrainConfig.from_dict(ck.config)
+        ck, config = _read_checkpoint(path, _RESUME_KEYS)
         if epochs is not None:
             config = config.replace(epochs=epochs)
         run = cls(config, data)
@@ -248,13 +248,7 @@ class CanonicalRun:
                                   f"not {list(run.arch.sizes)}")
         if fingerprint(run.data) != ck.state["data_sha256"]:
             raise CheckpointError(f"checkpoint: {path} was trained on other data than given")
-        for half, name in ((run.model.encoder, "encoder"), (run.model.decoder, "decoder")):
-            for key, arr in ck.arenas[name].items():
-                target = getattr(half, key)
-                if arr.shape != target.shape:
-                    raise CheckpointError(f"checkpoint: {path} {name}/{key} has shape {arr.shape}, "
-                                          f"expected {target.shape}")
-                target[...] = arr
+        _restore_arenas(run.model, ck, path)
         run.rng.bit_generator.state = ck.state["rng"]
         run.epoch = int(ck.state["epoch"])
         run.train_seconds = float(ck.state["train_seconds"])
@@ -281,20 +275,49 @@ def train(config: TrainConfig | None = None, data: Dataset | None = None, callba
 def evaluate_checkpoint(path, data: Dataset | None = None) -> dict:
     """Metrics of the model in a canonical checkpoint, on ``data`` (default:
     the run's own data).  Works on checkpoints from any epoch."""
-    ck = ckpt_io.load(path)
-    if ck.kind != "canonical":
-        raise CheckpointError(f"checkpoint: {path} holds a {ck.kind} run, not a canonical one")
-    config = TrainConfig.from_dict(ck.config)
+    ck, config = _read_checkpoint(path, _EVAL_KEYS)
     data = make_data(config) if data is None else data
-    model = Autoencoder(ck.state["arch"])
+    try:
+        model = Autoencoder(ck.state["arch"])
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint: {path} holds an invalid architecture ({exc})") from None
     if model.arch.input_dim != data.dim:
         raise DataError(f"data: width {data.dim} does not match the checkpoint's input width "
                         f"{model.arch.input_dim}")
-    for half, name in ((model.encoder, "encoder"), (model.decoder, "decoder")):
-        for key, arr in ck.arenas[name].items():
-            getattr(half, key)[...] = arr
+    _restore_arenas(model, ck, path)
     out = {"paradigm": "canonical", "arch": str(model.arch), "operator": config.operator,
            "schedule": config.schedule}
     out.update(pair_metrics(model, data))
     out["epochs"] = int(ck.state["epoch"])
     return out
+
+
+_EVAL_KEYS = ("epoch", "arch")
+_RESUME_KEYS = ("epoch", "rng", "train_seconds", "prune_seconds", "steps", "arch", "data_sha256")
+
+
+def _read_checkpoint(path, keys):
+    """Load a canonical checkpoint and validate its config and state."""
+    ck = ckpt_io.load(path)
+    if ck.kind != "canonical":
+        raise CheckpointError(f"checkpoint: {path} holds a {ck.kind} run, not a canonical one")
+    if not isinstance(ck.config, dict) or not isinstance(ck.state, dict):
+        raise CheckpointError(f"checkpoint: {path} has a malformed config or state")
+    missing = [k for k in keys if k not in ck.state]
+    if missing:
+        raise CheckpointError(f"checkpoint: {path} state lacks {', '.join(missing)}")
+    try:
+        config = TrainConfig.from_dict(ck.config)
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint: {path} holds an invalid config ({exc})") from None
+    return ck, config
+
+
+def _restore_arenas(model, ck, path) -> None:
+    for half, name in ((model.encoder, "encoder"), (model.decoder, "decoder")):
+        for key, arr in ck.arenas[name].items():
+            target = getattr(half, key)
+            if arr.shape != target.shape:
+                raise CheckpointError(f"checkpoint: {path} {name}/{key} has shape {arr.shape}, "
+                                      f"expected {target.shape}")
+            target[...] = arr
