@@ -173,7 +173,7 @@ class CanonicalRun:
                                                      val[idx], c.threshold)
         return prune_pair(c.operator, e, d, 0, 0, c.prune_amount, self.rng,
                           stats_e=self._stats_e, stats_d=self._stats_d,
-                          marks_e=marks_e, marks_d=marks_d)
+                          marks_e=marks_e, marks_d=marks_d, output_bias=c.prune_output_bias)
 
     def run(self, callback=None, stop=None) -> dict:
         """Train the remaining epochs and return :meth:`summary`.

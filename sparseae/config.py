@@ -55,6 +55,8 @@ class TrainConfig:
     prune_amount: float = 0.1
     threshold: float = 0.1
     heldout: int = 100
+    #: prune the decoder's output biases too (False: they stay live, see operators.prune_pair)
+    prune_output_bias: bool = False
 
     def validate(self) -> "TrainConfig":
         _choice("profile", self.profile, PROFILES)
@@ -89,8 +91,9 @@ class TrainConfig:
             _float("prune_amount", self.prune_amount, 0.0, 1.0)
         if self.data is not None and not isinstance(self.data, str):
             raise ConfigError(f"data: expected a file path, got {self.data!r}")
-        if not isinstance(self.lr_decay, bool):
-            raise ConfigError(f"lr_decay: expected true or false, got {self.lr_decay!r}")
+        for name in ("lr_decay", "prune_output_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         return self
 
     @property

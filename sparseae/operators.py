@@ -150,13 +150,16 @@ def propagate_dead_units(enc, dec, ie: int, id_: int) -> None:
 
 def prune_pair(operator: str, enc, dec, ie: int, id_: int, amount, rng, *,
                stats_e=None, stats_d=None, marks_e=None, marks_d=None,
-               structural: bool = True) -> int:
+               structural: bool = True, output_bias: bool = False) -> int:
     """Apply ``operator`` to encoder row ``ie`` and decoder row ``id_``.
 
     ``stats_*`` (fused VARIANCE statistics, ``(units, 3)``) are needed by
     ``variance``; ``marks_*`` (CONJUNCTIVE marks, one per unit) by
     ``conjunctive``.  Pruned parameters and their Adam moments are set to 0.
-    Returns the number of entries newly pruned.
+    With ``output_bias`` False (default profile) the decoder's output biases
+    are never pruned: an output unit cannot leave the network, and without its
+    bias a pruned sigmoid unit would be stuck at 0.5 instead of the constant
+    it learned.  Returns the number of entries newly pruned.
     """
     if operator not in OPERATORS:
         raise ConfigError(f"operator: expected one of {', '.join(OPERATORS)}, got {operator!r}")
@@ -167,7 +170,10 @@ def prune_pair(operator: str, enc, dec, ie: int, id_: int, amount, rng, *,
         for l in range(arena.n_layers):
             u0 = int(arena.table[l, 6])
             n_out = arena.shapes[l][1]
+            is_output = arena is dec and l == arena.n_layers - 1
             for get in (arena.weight, arena.bias):
+                if get == arena.bias and is_output and not output_bias:
+                    continue
                 t, mask = get(i, l), get(i, l, "mask")
                 if operator == "random":
                     new = random_mask(t, mask, amount, rng)
