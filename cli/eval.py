@@ -12,13 +12,14 @@ from sparseae.errors import SparseaeError
               help="Evaluate on this data (.h5/.npz) instead of the run's own.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def eval_(checkpoint, data_path, as_json):
-    """Print test L1, preserved fractions and FLOPs of the model in CHECKPOINT."""
-    from sparseae.canonical import evaluate_checkpoint
+    """Print test L1, preserved fractions and FLOPs of the model in CHECKPOINT
+    (for a population: the best centre, and every centre's test L1 and preserved)."""
     from sparseae.data import load
+    from sparseae.runs import evaluate
 
     try:
         data = load(data_path) if data_path is not None else None
-        summary = evaluate_checkpoint(checkpoint, data)
+        summary = evaluate(checkpoint, data)
     except SparseaeError as exc:
         fail(exc)
     print_summary(summary, as_json, title=f"checkpoint {checkpoint}")

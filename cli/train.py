@@ -7,7 +7,7 @@ import threading
 import click
 
 from sparseae.cli.common import InputError, fail, print_summary, progress
-from sparseae.config import TrainConfig
+from sparseae.config import PARADIGMS, TrainConfig
 from sparseae.errors import SparseaeError
 from sparseae.operators import OPERATORS
 from sparseae.schedules import SCHEDULES
@@ -26,13 +26,24 @@ def _amount(value):
 
 
 @click.command()
+@click.option("--paradigm", type=click.Choice(PARADIGMS), default=_D.paradigm, show_default=True,
+              help="lipi: Lipi-AE-S coevolution on a ring of cells; canonical: one autoencoder.")
 @click.option("--arch", default=_D.arch, show_default=True,
               help="Preset (default, small, large) or encoder widths such as 784,64,8.")
 @click.option("--epochs", type=click.IntRange(min=1), default=_D.epochs, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, max=10, min_open=True), default=_D.lr,
-              show_default=True, help="Adam learning rate.")
+@click.option("--lr", type=click.FloatRange(min=0, max=10, min_open=True), default=None,
+              help="Adam learning rate (Lipi-AE-S: every cell's initial lr). "
+                   "[default: 3e-3 lipi, 1e-3 canonical]")
 @click.option("--lr-decay/--no-lr-decay", default=True, show_default=True,
-              help="Step decay x0.1 every max(1, epochs//4) epochs.")
+              help="Canonical: step decay x0.1 every max(1, epochs//4) epochs.")
+@click.option("--adam", type=click.Choice(["persistent", "fresh"]), default=_D.adam,
+              show_default=True, help="Adam state kept per individual, or new every step.")
+@click.option("--population", type=click.IntRange(min=1), default=_D.population,
+              show_default=True, help="Lipi-AE-S: number of cells on the ring.")
+@click.option("--radius", type=click.IntRange(min=0), default=_D.radius, show_default=True,
+              help="Lipi-AE-S: neighbourhood radius r (2r+1 centres).")
+@click.option("--lr-sigma", type=click.FloatRange(0, 10), default=_D.lr_sigma, show_default=True,
+              help="Lipi-AE-S: std of each cell's lr mutation per epoch.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=_D.batch_size, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=_D.seed, show_default=True)
 @click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
@@ -47,8 +58,9 @@ def _amount(value):
               help="Generated data: bit-flip probability.")
 @click.option("--data-seed", type=click.IntRange(min=0), default=None,
               help="Generated data: seed (default: --seed).")
-@click.option("--operator", type=click.Choice(OPERATORS), default=_D.operator, show_default=True,
-              help="Pruning operator applied after training epochs.")
+@click.option("--operator", default=_D.operator, show_default=True,
+              help=f"Pruning operator: {', '.join(OPERATORS)}; Lipi-AE-S takes a comma-separated "
+                   "list assigned to cells round-robin.")
 @click.option("--schedule", type=click.Choice(list(SCHEDULES)), default=_D.schedule,
               show_default=True, help="Pruning probability schedule p(t).")
 @click.option("--prune-probability", type=_UNIT, default=_D.prune_probability, show_default=True,
@@ -68,15 +80,17 @@ def _amount(value):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.pass_context
-def train(ctx, arch, epochs, lr, lr_decay, batch_size, seed, data_path, clusters, dim,
-          per_cluster, noise, data_seed, operator, schedule, prune_probability, prune_amount,
-          threshold, heldout, checkpoint, checkpoint_every, resume, quiet, as_json):
-    """Train an autoencoder (canonical training, optional pruning) and print a summary.
+def train(ctx, paradigm, arch, epochs, lr, lr_decay, adam, population, radius, lr_sigma,
+          batch_size, seed, data_path, clusters, dim, per_cluster, noise, data_seed, operator,
+          schedule, prune_probability, prune_amount, threshold, heldout, checkpoint,
+          checkpoint_every, resume, quiet, as_json):
+    """Train autoencoders with pruning and print a summary.
 
-    Ctrl-C stops between epochs, writes the checkpoint (when --checkpoint or
-    --resume names one) and exits with 130.
+    By default Lipi-AE-S (the paper's method, default profile) on generated
+    binary-clustering data.  Ctrl-C stops between epochs, writes the
+    checkpoint (when --checkpoint or --resume names one) and exits with 130.
     """
-    from sparseae.canonical import CanonicalRun
+    from sparseae.runs import make_run, resume_run
 
     given = {p for p in ctx.params
              if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE}
@@ -93,18 +107,18 @@ def train(ctx, arch, epochs, lr, lr_decay, batch_size, seed, data_path, clusters
                 from sparseae.data import load
 
                 data = load(data_path)
-            run = CanonicalRun.from_checkpoint(resume, data,
-                                               epochs if "epochs" in given else None)
+            run = resume_run(resume, data, epochs if "epochs" in given else None)
             if checkpoint is None:
                 checkpoint = resume
         else:
             config = TrainConfig(
-                arch=arch, epochs=epochs, lr=lr, lr_decay=lr_decay, batch_size=batch_size,
+                paradigm=paradigm, arch=arch, epochs=epochs, lr=lr, lr_decay=lr_decay, adam=adam,
+                population=population, radius=radius, lr_sigma=lr_sigma, batch_size=batch_size,
                 seed=seed, clusters=clusters, dim=dim, per_cluster=per_cluster, noise=noise,
                 data_seed=data_seed, data=data_path, operator=operator, schedule=schedule,
                 prune_probability=prune_probability, prune_amount=_amount(prune_amount),
                 threshold=threshold, heldout=heldout)
-            run = CanonicalRun(config)
+            run = make_run(config)
         if checkpoint is not None:  # fail now, not after an hour of training
             run.save(checkpoint)
     except SparseaeError as exc:
@@ -117,9 +131,7 @@ def train(ctx, arch, epochs, lr, lr_decay, batch_size, seed, data_path, clusters
         with progress(total - run.epoch, "training", quiet or as_json) as bar:
             def after_epoch(r):
                 if bar is not None:
-                    h = r.history
-                    bar.label = (f"epoch {r.epoch}/{total} loss {h['train_loss'][-1]:.4f} "
-                                 f"preserved {h['preserved'][-1]:.3f}")
+                    bar.label = f"epoch {r.epoch}/{total} {_progress_text(r)}"
                     bar.update(1)
                 if checkpoint is not None and checkpoint_every and r.epoch % checkpoint_every == 0:
                     r.save(checkpoint)
@@ -135,3 +147,12 @@ def train(ctx, arch, epochs, lr, lr_decay, batch_size, seed, data_path, clusters
         click.echo(f"interrupted after epoch {run.epoch}{where}", err=True)
         sys.exit(130)
     print_summary(summary, as_json)
+
+
+def _progress_text(run) -> str:
+    h = run.history
+    if "best_replacement_loss" in h:  # Lipi-AE-S: the best centre of this epoch
+        best = int(h["replacement_loss"][-1].argmin())
+        return (f"best loss {h['best_replacement_loss'][-1]:.4f} "
+                f"preserved {h['preserved'][-1][best]:.3f}")
+    return f"loss {h['train_loss'][-1]:.4f} preserved {h['preserved'][-1]:.3f}"

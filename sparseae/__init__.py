@@ -7,20 +7,24 @@ numba.cuda; the compiled kernels load on first use.
 Examples
 --------
 >>> import sparseae
->>> model, summary, history = sparseae.train(epochs=20, seed=1)   # doctest: +SKIP
+>>> model, summary, run = sparseae.train(epochs=20, seed=1)   # doctest: +SKIP
 >>> summary["test_l1"]                                            # doctest: +SKIP
 """
 
-from sparseae.canonical import CanonicalRun, train
+from sparseae.canonical import CanonicalRun
+from sparseae.coevolution import LipiRun
 from sparseae.config import TrainConfig
 from sparseae.data import Dataset, binary_clustering, load
 from sparseae.errors import CheckpointError, ConfigError, DataError, SparseaeError
+from sparseae.metrics import compact, flops, preserved
 from sparseae.model import PRESETS, Architecture, Arena, Autoencoder
+from sparseae.runs import evaluate, make_run, resume_run, train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Architecture", "Arena", "Autoencoder", "CanonicalRun", "CheckpointError", "ConfigError",
     "DataError", "Dataset", "PRESETS", "SparseaeError", "TrainConfig", "binary_clustering",
-    "load", "train", "__version__",
+    "LipiRun", "compact", "evaluate", "flops", "load", "make_run", "preserved", "resume_run",
+    "train", "__version__",
 ]

@@ -7,6 +7,7 @@ Python loop here is over epochs only.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 
@@ -81,6 +82,29 @@ def pair_metrics(model, data: Dataset) -> dict:
     }
 
 
+def prune_event(config: TrainConfig, operator: str, enc, dec, ie: int, id_: int, rng,
+                data: Dataset, stats_e, stats_d) -> int:
+    """One pruning event on encoder row ``ie`` and decoder row ``id_``.
+
+    CONJUNCTIVE draws ``config.heldout`` samples of the validation split
+    (without replacement when there are enough) and runs the fused marking
+    pass; VARIANCE uses the statistics of the epoch just trained.  Returns the
+    number of entries newly pruned.
+    """
+    marks_e = marks_d = None
+    if operator == "conjunctive":
+        from sparseae.kernels import cpu
+
+        val = data.validation
+        k = config.heldout
+        idx = rng.choice(val.shape[0], k, replace=k > val.shape[0])
+        marks_e, marks_d = cpu.conjunctive_marks(enc.params[ie], enc.table, dec.params[id_],
+                                                 dec.table, val[idx], config.threshold)
+    return prune_pair(operator, enc, dec, ie, id_, config.prune_amount, rng,
+                      stats_e=stats_e, stats_d=stats_d, marks_e=marks_e, marks_d=marks_d,
+                      output_bias=config.prune_output_bias)
+
+
 class CanonicalRun:
     """The state of one canonical run; :meth:`run` trains it to the end.
 
@@ -105,6 +129,8 @@ class CanonicalRun:
     """
 
     def __init__(self, config: TrainConfig, data: Dataset | None = None):
+        if config.paradigm != "canonical":  # the class decides the paradigm
+            config = dataclasses.replace(config, paradigm="canonical")
         self.config = config.validate()
         self.data = make_data(config) if data is None else data
         check_batch(config, self.data)
@@ -138,8 +164,8 @@ class CanonicalRun:
         loss = cpu.train_epoch(
             e.params[0], e.mask[0], e.m[0], e.v[0], e.step[0:1], e.table,
             d.params[0], d.mask[0], d.m[0], d.v[0], d.step[0:1], d.table,
-            self.data.train, order, c.batch_size, lr, c.beta1, c.beta2, c.eps, False,
-            self._stats_e, self._stats_d, with_stats,
+            self.data.train, order, c.batch_size, lr, c.beta1, c.beta2, c.eps,
+            c.adam == "fresh", self._stats_e, self._stats_d, with_stats,
         )
         t1 = time.perf_counter()
         pruned = self._maybe_prune()
@@ -161,19 +187,8 @@ class CanonicalRun:
         p = probability(c.schedule, c.prune_probability, self.epoch, c.epochs, 1)
         if not p > self.rng.random():
             return 0
-        e, d = self.model.encoder, self.model.decoder
-        marks_e = marks_d = None
-        if c.operator == "conjunctive":
-            from sparseae.kernels import cpu
-
-            val = self.data.validation
-            k = c.heldout
-            idx = self.rng.choice(val.shape[0], k, replace=k > val.shape[0])
-            marks_e, marks_d = cpu.conjunctive_marks(e.params[0], e.table, d.params[0], d.table,
-                                                     val[idx], c.threshold)
-        return prune_pair(c.operator, e, d, 0, 0, c.prune_amount, self.rng,
-                          stats_e=self._stats_e, stats_d=self._stats_d,
-                          marks_e=marks_e, marks_d=marks_d, output_bias=c.prune_output_bias)
+        return prune_event(c, c.operator, self.model.encoder, self.model.decoder, 0, 0,
+                           self.rng, self.data, self._stats_e, self._stats_d)
 
     def run(self, callback=None, stop=None) -> dict:
         """Train the remaining epochs and return :meth:`summary`.
@@ -230,7 +245,8 @@ class CanonicalRun:
         ckpt_io.save(path, self.to_checkpoint())
 
     @classmethod
-    def from_checkpoint(cls, path, data: Dataset | None = None, epochs: int | None = None):
+    def from_checkpoint(cls, path, data: Dataset | None = None, epochs: int | None = None,
+                        ck: ckpt_io.Checkpoint | None = None):
         """Resume a run; it then ends bit-identical to the uninterrupted run.
 
         ``data`` must be the run's data (checked by fingerprint); None rebuilds
@@ -239,7 +255,7 @@ class CanonicalRun:
         the schedule's T follow the new total), so it is no longer identical
         to any uninterrupted run.
         """
-        ck, config = _read_checkpoint(path, _RESUME_KEYS)
+        ck, config = _read_checkpoint(path, _RESUME_KEYS, ck)
         if epochs is not None:
             config = config.replace(epochs=epochs)
         run = cls(config, data)
@@ -248,7 +264,7 @@ class CanonicalRun:
                                   f"not {list(run.arch.sizes)}")
         if fingerprint(run.data) != ck.state["data_sha256"]:
             raise CheckpointError(f"checkpoint: {path} was trained on other data than given")
-        _restore_arenas(run.model, ck, path)
+        restore_arenas(run.model.encoder, run.model.decoder, ck, path)
         run.rng.bit_generator.state = ck.state["rng"]
         run.epoch = int(ck.state["epoch"])
         run.train_seconds = float(ck.state["train_seconds"])
@@ -257,19 +273,6 @@ class CanonicalRun:
         run.history = {k: [int(x) if k == "pruned" else float(x) for x in v]
                        for k, v in ck.history.items()}
         return run
-
-
-def train(config: TrainConfig | None = None, data: Dataset | None = None, callback=None, **overrides):
-    """Train canonically and return ``(model, summary, history)``.
-
-    Examples
-    --------
-    >>> model, summary, history = sparseae.train(epochs=20, seed=1)  # doctest: +SKIP
-    """
-    config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
-    run = CanonicalRun(config, data)
-    summary = run.run(callback)
-    return run.model, summary, run.history
 
 
 def evaluate_checkpoint(path, data: Dataset | None = None) -> dict:
@@ -284,7 +287,7 @@ def evaluate_checkpoint(path, data: Dataset | None = None) -> dict:
     if model.arch.input_dim != data.dim:
         raise DataError(f"data: width {data.dim} does not match the checkpoint's input width "
                         f"{model.arch.input_dim}")
-    _restore_arenas(model, ck, path)
+    restore_arenas(model.encoder, model.decoder, ck, path)
     out = {"paradigm": "canonical", "arch": str(model.arch), "operator": config.operator,
            "schedule": config.schedule}
     out.update(pair_metrics(model, data))
@@ -296,9 +299,9 @@ _EVAL_KEYS = ("epoch", "arch")
 _RESUME_KEYS = ("epoch", "rng", "train_seconds", "prune_seconds", "steps", "arch", "data_sha256")
 
 
-def _read_checkpoint(path, keys):
+def _read_checkpoint(path, keys, ck=None):
     """Load a canonical checkpoint and validate its config and state."""
-    ck = ckpt_io.load(path)
+    ck = ckpt_io.load(path) if ck is None else ck
     if ck.kind != "canonical":
         raise CheckpointError(f"checkpoint: {path} holds a {ck.kind} run, not a canonical one")
     if not isinstance(ck.config, dict) or not isinstance(ck.state, dict):
@@ -313,8 +316,9 @@ def _read_checkpoint(path, keys):
     return ck, config
 
 
-def _restore_arenas(model, ck, path) -> None:
-    for half, name in ((model.encoder, "encoder"), (model.decoder, "decoder")):
+def restore_arenas(encoder, decoder, ck, path) -> None:
+    """Copy a checkpoint's arena arrays into ``encoder`` and ``decoder``, checking shapes."""
+    for half, name in ((encoder, "encoder"), (decoder, "decoder")):
         for key, arr in ck.arenas[name].items():
             target = getattr(half, key)
             if arr.shape != target.shape:

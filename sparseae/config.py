@@ -16,7 +16,9 @@ from sparseae._options import ADAM_BETAS, ADAM_EPS
 from sparseae.errors import ConfigError
 
 PROFILES = ("default",)
-PARADIGMS = ("canonical",)
+PARADIGMS = ("lipi", "canonical")
+#: Default learning rate per paradigm (README, "Defaults": chosen from measurements).
+DEFAULT_LR = {"canonical": 1e-3, "lipi": 3e-3}
 
 
 @dataclass
@@ -30,10 +32,11 @@ class TrainConfig:
     """
 
     profile: str = "default"
-    paradigm: str = "canonical"
+    paradigm: str = "lipi"
     arch: str = "default"
     epochs: int = 400
-    lr: float = 1e-3
+    #: Adam learning rate (Lipi-AE-S: each cell's initial lr); None = the paradigm's default
+    lr: float | None = None
     batch_size: int = 5
     seed: int = 0
     lr_decay: bool = True
@@ -55,6 +58,13 @@ class TrainConfig:
     prune_amount: float = 0.1
     threshold: float = 0.1
     heldout: int = 100
+    # Lipi-AE-S (ALGORITHM.md section 5)
+    population: int = 10
+    radius: int = 1
+    lr_sigma: float = 1e-5
+    #: Adam state: "persistent" (belongs to the individual and travels with it) or
+    #: "fresh" (a new Adam every step, the reference's Lipi-AE-S: steps of about lr*sign(g))
+    adam: str = "persistent"
     #: prune the decoder's output biases too (False: they stay live, see operators.prune_pair)
     prune_output_bias: bool = False
 
@@ -67,6 +77,8 @@ class TrainConfig:
         _int("epochs", self.epochs, 1)
         _int("batch_size", self.batch_size, 1)
         _int("seed", self.seed, 0)
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.paradigm]
         _float("lr", self.lr, 0.0, 10.0, lo_open=True)
         _float("beta1", self.beta1, 0.0, 1.0, hi_open=True)
         _float("beta2", self.beta2, 0.0, 1.0, hi_open=True)
@@ -80,7 +92,18 @@ class TrainConfig:
         from sparseae.operators import OPERATORS
         from sparseae.schedules import SCHEDULES
 
-        _choice("operator", self.operator, OPERATORS)
+        if isinstance(self.operator, (list, tuple)):
+            self.operator = ",".join(self.operator)
+        if not isinstance(self.operator, str):
+            raise ConfigError(f"operator: expected a name or a list of names, got {self.operator!r}")
+        for op in self.operator.split(","):
+            _choice("operator", op, OPERATORS)
+        if "," in self.operator and self.paradigm != "lipi":
+            raise ConfigError("operator: several operators (one per cell) need paradigm lipi")
+        _choice("adam", self.adam, ("persistent", "fresh"))
+        _int("population", self.population, 1)
+        _int("radius", self.radius, 0)
+        _float("lr_sigma", self.lr_sigma, 0.0, 10.0)
         _choice("schedule", self.schedule, tuple(SCHEDULES))
         _float("prune_probability", self.prune_probability, 0.0, 1.0)
         _float("threshold", self.threshold, 0.0, 1.0)
@@ -95,6 +118,12 @@ class TrainConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         return self
+
+    def cell_operators(self) -> list:
+        """The operator of each cell: a list of ``population`` names, assigned
+        round-robin from ``operator`` (comma-separated or a list)."""
+        ops = self.operator.split(",")
+        return [ops[k % len(ops)] for k in range(self.population)]
 
     @property
     def lr_step(self) -> int:

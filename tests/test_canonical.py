@@ -85,16 +85,21 @@ def test_batch_larger_than_training_split():
 
 
 def test_config_round_trip_and_unknown_fields():
-    c = TrainConfig(epochs=3, seed=9)
+    c = TrainConfig(epochs=3, seed=9).validate()
     assert TrainConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ConfigError, match="unknown field"):
         TrainConfig.from_dict({"epoch": 3})
 
 
 def test_train_function_returns_model_summary_history():
-    model, summary, history = sparseae.train(seed=1, **{**SMALL, "epochs": 2})
-    assert isinstance(model, sparseae.Autoencoder)
-    assert summary["epochs"] == 2 and len(history["train_loss"]) == 2
+    model, summary, run = sparseae.train(paradigm="canonical", seed=1, **{**SMALL, "epochs": 2})
+    assert isinstance(model, sparseae.Autoencoder) and model is run.model
+    assert summary["epochs"] == 2 and len(run.history["train_loss"]) == 2
+    assert summary["test_l1"] == model.l1(run.data.test)
+    model, summary, run = sparseae.train(paradigm="lipi", population=3, seed=1,
+                                         **{**SMALL, "epochs": 2})
+    assert isinstance(run, sparseae.LipiRun)
+    assert summary["test_l1"] == model.l1(run.data.test) == min(summary["centres_test_l1"])
 
 
 def test_import_does_not_load_click_or_cuda():

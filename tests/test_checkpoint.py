@@ -32,8 +32,9 @@ from sparseae.data import save as save_data
 from sparseae.errors import CheckpointError, ConfigError, DataError
 
 OPERATORS = ["none", "random", "variance", "conjunctive", "magnitude"]
-TINY = dict(clusters=3, dim=40, per_cluster=6)  # 18 rows per split
-TINY_ARGS = ["--clusters", "3", "--dim", "40", "--per-cluster", "6"]
+TINY = dict(paradigm="canonical", clusters=3, dim=40, per_cluster=6)  # 18 rows per split
+DATA_ARGS = ["--clusters", "3", "--dim", "40", "--per-cluster", "6"]
+TINY_ARGS = ["--paradigm", "canonical", *DATA_ARGS]
 PRUNE_ARGS = ["--schedule", "fixed", "--prune-probability", "1.0"]
 ARENA_KEYS = ("params", "mask", "m", "v", "step")
 SHARED_KEYS = ("test_l1", "train_l1", "parameters", "preserved", "preserved_encoder",
@@ -551,7 +552,7 @@ def test_unwritable_data_output(tmp_path, where, ext):
         target = tmp_path / "plain" / f"d{ext}"
     with pytest.raises(DataError):
         save_data(target, binary_clustering(3, 40, 6, 0.05, 0))
-    r = invoke("data", "binary-clustering", *TINY_ARGS, "-o", target)
+    r = invoke("data", "binary-clustering", *DATA_ARGS, "-o", target)
     assert_input_error(r, "folder")
     assert not stray_tmp(tmp_path)
     assert not target.exists()
@@ -741,7 +742,7 @@ def test_eval_on_intermediate_epoch(tmp_path):
 @pytest.mark.parametrize("ext", [".h5", ".npz"])
 def test_generated_data_file_trains_like_generated_data(tmp_path, ext):
     out = tmp_path / f"data{ext}"
-    r = invoke("data", "binary-clustering", *TINY_ARGS, "--seed", 5, "-o", out)
+    r = invoke("data", "binary-clustering", *DATA_ARGS, "--seed", 5, "-o", out)
     assert r.exit_code == 0, r.output
     assert out.exists() and not stray_tmp(tmp_path)
     if ext == ".h5":
@@ -758,7 +759,8 @@ def test_generated_data_file_trains_like_generated_data(tmp_path, ext):
     for name in ("train", "test", "validation"):
         np.testing.assert_array_equal(getattr(ds, name), getattr(ref, name))
 
-    from_file = invoke("train", "--data", out, "--epochs", 3, "--seed", 5, "--json")
+    from_file = invoke("train", "--paradigm", "canonical", "--data", out, "--epochs", 3, "--seed", 5,
+                       "--json")
     assert from_file.exit_code == 0, from_file.output
     generated = invoke("train", *TINY_ARGS, "--epochs", 3, "--seed", 5, "--json")
     assert generated.exit_code == 0, generated.output
@@ -768,7 +770,7 @@ def test_generated_data_file_trains_like_generated_data(tmp_path, ext):
 
 def test_resume_of_a_run_on_a_data_file(tmp_path):
     out = tmp_path / "d.npz"
-    assert invoke("data", "binary-clustering", *TINY_ARGS, "-o", out).exit_code == 0
+    assert invoke("data", "binary-clustering", *DATA_ARGS, "-o", out).exit_code == 0
     full = invoke("train", "--data", out, "--epochs", 4, "--json", *PRUNE_ARGS,
                   "--operator", "random")
     part = invoke("train", "--data", out, "--epochs", 2, "--checkpoint", tmp_path / "p.h5",

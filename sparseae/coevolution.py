@@ -1,0 +1,340 @@
+"""Lipi-AE-S: spatial cooperative coevolution of encoders and decoders.
+
+``N`` cells on a ring each hold a centre encoder, a centre decoder and a
+learning rate.  Each epoch visits the cells in an order reshuffled after every
+epoch (the first epoch in index order); a visited cell sees the current
+centres, so cells visited earlier in the epoch are already updated.  For one
+cell (ALGORITHM.md section 5):
+
+1. neighbourhood: its own centre plus the centres at distance 1..r on both
+   sides (2r + 1 encoders and decoders; small rings repeat centres);
+2. every encoder with every decoder on one training batch; an encoder's
+   fitness is its best L1 over the decoders;
+3. size-2 tournament over encoder indices (with replacement; lower fitness
+   wins, ties go to the second draw); the winner ``i`` selects encoder ``i``
+   and decoder ``i``;
+4. one epoch of training of that pair (Adam state travels with the
+   individual in the default profile);
+5. evaluation on one batch, maybe a pruning event (T = epochs - 1, n = 2r+1),
+   and the pair replaces the centre;
+6. the cell's lr mutates: ``lr += N(0, lr_sigma)``, clipped to [1e-9, 10].
+
+The loop is plain Python over epochs and cells; all per-sample work is in the
+compiled kernels.  Individuals are arena rows: copying one is a row copy.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from sparseae import checkpoint as ckpt_io
+from sparseae.canonical import (
+    check_batch,
+    fingerprint,
+    make_data,
+    pair_metrics,
+    prune_event,
+    resolve_arch,
+    restore_arenas,
+)
+from sparseae.config import TrainConfig
+from sparseae.data import Dataset
+from sparseae.errors import CheckpointError, ConfigError
+from sparseae.model import Arena, Autoencoder
+from sparseae.schedules import probability
+
+LR_MIN, LR_MAX = 1e-9, 10.0
+
+#: Per-cell history series, each an (epochs, N) array in the checkpoint.
+CELL_SERIES = ("selection_loss", "replacement_loss", "lr", "preserved", "pruned")
+#: Population series, one value per epoch.
+POP_SERIES = ("best_replacement_loss", "diversity_encoder", "diversity_decoder",
+              "jaccard_encoder", "jaccard_decoder", "preserved_encoder", "preserved_decoder")
+
+
+def neighbourhood(cell: int, n_cells: int, radius: int) -> np.ndarray:
+    """Centre indices of a cell's neighbourhood: itself, then distance 1..r
+    left and right (``[c, c-1, c+1, c-2, c+2, ...]`` modulo the ring)."""
+    idx = [cell]
+    for d in range(1, radius + 1):
+        idx += [(cell - d) % n_cells, (cell + d) % n_cells]
+    return np.array(idx, np.int64)
+
+
+def best_case_fitness(losses: np.ndarray) -> np.ndarray:
+    """An encoder's fitness: its lowest loss over all decoders (rows = encoders)."""
+    return losses.min(axis=1)
+
+
+def tournament(fitness: np.ndarray, rng: np.random.Generator) -> int:
+    """Size-2 tournament with replacement: the lower fitness wins, ties go to the second draw."""
+    a, b = rng.integers(0, fitness.shape[0], 2)
+    return int(a) if fitness[a] < fitness[b] else int(b)
+
+
+def mutate_lr(lr: float, sigma: float, rng: np.random.Generator) -> float:
+    return float(np.clip(lr + rng.normal(0.0, sigma), LR_MIN, LR_MAX))
+
+
+def _mean_pairwise_l2(rows: np.ndarray) -> float:
+    n = rows.shape[0]
+    if n < 2:
+        return 0.0
+    x = rows.astype(np.float64)
+    sq = (x * x).sum(axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
+    iu = np.triu_indices(n, 1)
+    return float(np.sqrt(d2[iu]).mean())
+
+
+def _mean_jaccard(masks: np.ndarray) -> float:
+    n = masks.shape[0]
+    if n < 2:
+        return 1.0
+    m = masks.astype(np.float64)
+    inter = m @ m.T
+    live = m.sum(axis=1)
+    union = live[:, None] + live[None, :] - inter
+    iu = np.triu_indices(n, 1)
+    u = union[iu]
+    return float(np.where(u > 0, inter[iu] / np.where(u > 0, u, 1.0), 1.0).mean())
+
+
+class LipiRun:
+    """The state of one Lipi-AE-S run; :meth:`run` trains it to the end.
+
+    Attributes
+    ----------
+    encoders, decoders : Arena with one row per cell (the centres).
+    cell_lr : float64 ``(N,)`` learning rate of each cell.
+    order : int64 ``(N,)`` visiting order of the next epoch.
+    operators : operator name of each cell.
+    rng : the run's Generator (init, batches, tournaments, training order,
+        pruning, lr mutation, visiting order).
+    history : per-cell series (lists of length-N arrays) and population series.
+    """
+
+    def __init__(self, config: TrainConfig, data: Dataset | None = None):
+        self.config = config.validate()
+        if config.paradigm != "lipi":
+            raise ConfigError(f"paradigm: LipiRun needs paradigm lipi, got {config.paradigm!r}")
+        self.data = make_data(config) if data is None else data
+        check_batch(config, self.data)
+        self.arch = resolve_arch(config, self.data)
+        self.rng = np.random.default_rng(config.seed)
+        N = config.population
+        self.encoders = Arena(self.arch.encoder_shapes(), N)
+        self.decoders = Arena(self.arch.decoder_shapes(), N)
+        for k in range(N):  # cell by cell, encoder then decoder, as Autoencoder(seed=rng) draws
+            self.encoders.init(self.rng, [k])
+            self.decoders.init(self.rng, [k])
+        self.work_e = Arena(self.arch.encoder_shapes(), 1)
+        self.work_d = Arena(self.arch.decoder_shapes(), 1)
+        self.cell_lr = np.full(N, float(config.lr))
+        self.order = np.arange(N, dtype=np.int64)
+        self.operators = config.cell_operators()
+        self.epoch = 0
+        self.history = {k: [] for k in CELL_SERIES + POP_SERIES}
+        self.train_seconds = 0.0
+        self.seconds = 0.0
+        self.steps = 0
+        self._steps_per_epoch = -(-self.data.train.shape[0] // config.batch_size)
+        self._stats_e = np.zeros((self.encoders.n_units, 3))
+        self._stats_d = np.zeros((self.decoders.n_units, 3))
+
+    # ------------------------------------------------------------------ loop
+
+    @property
+    def n_cells(self) -> int:
+        return self.config.population
+
+    def _batch(self) -> np.ndarray:
+        n = self.data.train.shape[0]
+        return self.data.train[self.rng.choice(n, self.config.batch_size, replace=False)]
+
+    def step_cell(self, cell: int) -> dict:
+        """Run steps 1-6 for one cell; return its record."""
+        from sparseae.kernels import cpu
+
+        c = self.config
+        E, D, we, wd = self.encoders, self.decoders, self.work_e, self.work_d
+        idx = neighbourhood(cell, self.n_cells, c.radius)
+        losses = cpu.all_pairs_l1(E.params[idx], E.table, D.params[idx], D.table, self._batch())
+        fitness = best_case_fitness(losses)
+        win = tournament(fitness, self.rng)
+        src = int(idx[win])
+        we.copy_row(0, src, source=E)
+        wd.copy_row(0, src, source=D)
+        operator = self.operators[cell]
+        with_stats = operator == "variance"
+        if with_stats:
+            self._stats_e[...] = 0.0
+            self._stats_d[...] = 0.0
+        order = self.rng.permutation(self.data.train.shape[0])
+        t0 = time.perf_counter()
+        cpu.train_epoch(
+            we.params[0], we.mask[0], we.m[0], we.v[0], we.step[0:1], we.table,
+            wd.params[0], wd.mask[0], wd.m[0], wd.v[0], wd.step[0:1], wd.table,
+            self.data.train, order, c.batch_size, self.cell_lr[cell], c.beta1, c.beta2, c.eps,
+            c.adam == "fresh", self._stats_e, self._stats_d, with_stats,
+        )
+        self.train_seconds += time.perf_counter() - t0
+        self.steps += self._steps_per_epoch
+        batch = self._batch()
+        replacement = float(cpu.evaluate_l1(we.params[0], we.table, wd.params[0], wd.table,
+                                            batch, batch.shape[0]))
+        pruned = 0
+        if operator != "none":
+            n = 2 * c.radius + 1
+            p = probability(c.schedule, c.prune_probability, self.epoch, c.epochs - 1, n)
+            if p > self.rng.random():
+                pruned = prune_event(c, operator, we, wd, 0, 0, self.rng, self.data,
+                                     self._stats_e, self._stats_d)
+        E.copy_row(cell, 0, source=we)
+        D.copy_row(cell, 0, source=wd)
+        self.cell_lr[cell] = mutate_lr(self.cell_lr[cell], c.lr_sigma, self.rng)
+        live = int(E.mask[cell].sum()) + int(D.mask[cell].sum())
+        return {"selection_loss": float(fitness[win]), "replacement_loss": replacement,
+                "lr": float(self.cell_lr[cell]), "preserved": live / (E.n + D.n),
+                "pruned": pruned}
+
+    def run_epoch(self) -> None:
+        """Visit every cell once in the current order, record, reshuffle."""
+        t0 = time.perf_counter()
+        N = self.n_cells
+        rec = {k: np.zeros(N) for k in CELL_SERIES}
+        for cell in self.order:
+            r = self.step_cell(int(cell))
+            for k in CELL_SERIES:
+                rec[k][cell] = r[k]
+        for k in CELL_SERIES:
+            self.history[k].append(rec[k])
+        h = self.history
+        E, D = self.encoders, self.decoders
+        h["best_replacement_loss"].append(float(rec["replacement_loss"].min()))
+        h["diversity_encoder"].append(_mean_pairwise_l2(E.params))
+        h["diversity_decoder"].append(_mean_pairwise_l2(D.params))
+        h["jaccard_encoder"].append(_mean_jaccard(E.mask))
+        h["jaccard_decoder"].append(_mean_jaccard(D.mask))
+        h["preserved_encoder"].append(float(E.mask.mean()))
+        h["preserved_decoder"].append(float(D.mask.mean()))
+        self.order = self.rng.permutation(N)
+        self.epoch += 1
+        self.seconds += time.perf_counter() - t0
+
+    def run(self, callback=None, stop=None) -> dict:
+        """Train the remaining epochs (``callback(run)`` after each; stop
+        between epochs once ``stop.is_set()``) and return :meth:`summary`."""
+        from sparseae.kernels import cpu
+
+        self.compile_seconds = cpu.prepare()
+        while self.epoch < self.config.epochs and not (stop is not None and stop.is_set()):
+            self.run_epoch()
+            if callback is not None:
+                callback(self)
+        return self.summary()
+
+    # --------------------------------------------------------------- results
+
+    def centre(self, cell: int) -> Autoencoder:
+        """A copy of cell ``cell``'s centre as an :class:`Autoencoder`."""
+        m = Autoencoder(self.arch)
+        m.encoder.copy_row(0, cell, source=self.encoders)
+        m.decoder.copy_row(0, cell, source=self.decoders)
+        return m
+
+    def centre_metrics(self) -> list:
+        return [pair_metrics(self.centre(k), self.data) for k in range(self.n_cells)]
+
+    def summary(self) -> dict:
+        """The best centre's metrics (lowest test L1), every centre's test L1
+        and preserved fraction, and the result per operator."""
+        per = self.centre_metrics()
+        best = int(np.argmin([m["test_l1"] for m in per]))
+        out = {"paradigm": "lipi", "arch": str(self.arch), "operator": self.config.operator,
+               "schedule": self.config.schedule, "population": self.n_cells,
+               "radius": self.config.radius, "best_cell": best}
+        out.update(per[best])
+        by_op = {}
+        for k, op in enumerate(self.operators):
+            by_op.setdefault(op, []).append(k)
+        out["per_operator"] = {
+            op: {"cells": cells,
+                 "best_test_l1": min(per[k]["test_l1"] for k in cells),
+                 "median_test_l1": float(np.median([per[k]["test_l1"] for k in cells])),
+                 "median_preserved": float(np.median([per[k]["preserved"] for k in cells]))}
+            for op, cells in by_op.items()}
+        out["centres_test_l1"] = [m["test_l1"] for m in per]
+        out["centres_preserved"] = [m["preserved"] for m in per]
+        out["mean_train_l1"] = float(np.mean([m["train_l1"] for m in per]))
+        out.update({
+            "epochs": self.epoch,
+            "seconds": self.seconds,
+            "seconds_per_epoch": self.seconds / max(1, self.epoch),
+            "train_seconds": self.train_seconds,
+            "us_per_step": 1e6 * self.train_seconds / max(1, self.steps),
+            "compile_seconds": getattr(self, "compile_seconds", 0.0),
+        })
+        return out
+
+    # ------------------------------------------------------------ checkpoints
+
+    def to_checkpoint(self) -> ckpt_io.Checkpoint:
+        state = {
+            "epoch": self.epoch,
+            "rng": self.rng.bit_generator.state,
+            "train_seconds": self.train_seconds,
+            "seconds": self.seconds,
+            "steps": self.steps,
+            "arch": list(self.arch.sizes),
+            "data_sha256": fingerprint(self.data),
+        }
+        N = self.n_cells
+        history = {k: np.asarray(v, np.float64).reshape(len(v), N) if k in CELL_SERIES
+                   else np.asarray(v, np.float64) for k, v in self.history.items()}
+        return ckpt_io.Checkpoint(
+            kind="population", config=self.config.to_dict(), state=state,
+            arenas={"encoder": self.encoders.arrays(), "decoder": self.decoders.arrays()},
+            history=history, extra={"cell_lr": self.cell_lr, "order": self.order})
+
+    def save(self, path) -> None:
+        """Write the whole population state to an HDF5 checkpoint (atomically)."""
+        ckpt_io.save(path, self.to_checkpoint())
+
+    @classmethod
+    def from_checkpoint(cls, path, data: Dataset | None = None, epochs: int | None = None,
+                        ck: ckpt_io.Checkpoint | None = None):
+        """Resume a population run; it ends bit-identical to the uninterrupted
+        run (unless ``epochs`` changes the total, which changes T)."""
+        ck = ckpt_io.load(path) if ck is None else ck
+        if ck.kind != "population":
+            raise CheckpointError(f"checkpoint: {path} holds a {ck.kind} run, not a population")
+        try:
+            config = TrainConfig.from_dict(ck.config)
+            if epochs is not None:
+                config = config.replace(epochs=epochs)
+        except ConfigError as exc:
+            raise CheckpointError(f"checkpoint: {path} holds an invalid config ({exc})") from None
+        missing = [k for k in ("epoch", "rng", "train_seconds", "seconds", "steps", "arch",
+                               "data_sha256") if k not in ck.state]
+        if missing or "cell_lr" not in ck.extra or "order" not in ck.extra:
+            raise CheckpointError(f"checkpoint: {path} lacks {', '.join(missing) or 'cell state'}")
+        run = cls(config, data)
+        if list(run.arch.sizes) != list(ck.state["arch"]):
+            raise CheckpointError(f"checkpoint: {path} is for architecture {ck.state['arch']}, "
+                                  f"not {list(run.arch.sizes)}")
+        if fingerprint(run.data) != ck.state["data_sha256"]:
+            raise CheckpointError(f"checkpoint: {path} was trained on other data than given")
+        restore_arenas(run.encoders, run.decoders, ck, path)
+        run.cell_lr[...] = ck.extra["cell_lr"]
+        run.order[...] = ck.extra["order"]
+        run.rng.bit_generator.state = ck.state["rng"]
+        run.epoch = int(ck.state["epoch"])
+        run.train_seconds = float(ck.state["train_seconds"])
+        run.seconds = float(ck.state["seconds"])
+        run.steps = int(ck.state["steps"])
+        run.history = {k: ([np.asarray(r, np.float64) for r in ck.history[k]] if k in CELL_SERIES
+                           else [float(x) for x in ck.history[k]]) for k in CELL_SERIES + POP_SERIES}
+        return run

@@ -1,0 +1,85 @@
+"""Pick the run class for a config or a checkpoint (canonical or Lipi-AE-S)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sparseae import checkpoint as ckpt_io
+from sparseae.canonical import CanonicalRun, evaluate_checkpoint, make_data, pair_metrics
+from sparseae.coevolution import LipiRun
+from sparseae.config import TrainConfig
+from sparseae.data import Dataset
+from sparseae.errors import CheckpointError, ConfigError, DataError
+from sparseae.model import Arena, Architecture, Autoencoder
+
+
+def make_run(config: TrainConfig, data: Dataset | None = None):
+    """A :class:`LipiRun` or :class:`CanonicalRun` for ``config.paradigm``."""
+    config.validate()
+    return (LipiRun if config.paradigm == "lipi" else CanonicalRun)(config, data)
+
+
+def resume_run(path, data: Dataset | None = None, epochs: int | None = None):
+    """Resume the run saved in ``path`` (either kind)."""
+    ck = ckpt_io.load(path)
+    cls = {"population": LipiRun, "canonical": CanonicalRun}.get(ck.kind)
+    if cls is None:
+        raise CheckpointError(f"checkpoint: {path} holds an unknown kind {ck.kind!r}")
+    return cls.from_checkpoint(path, data, epochs, ck=ck)
+
+
+def train(config: TrainConfig | None = None, data: Dataset | None = None, callback=None,
+          **overrides):
+    """Train a run to the end; return ``(model, summary, run)``.
+
+    ``model`` is the trained :class:`Autoencoder` (for Lipi-AE-S the best
+    centre by test L1).
+
+    Examples
+    --------
+    >>> model, summary, run = sparseae.train(paradigm="canonical", epochs=20)  # doctest: +SKIP
+    """
+    config = config or TrainConfig()
+    if overrides:
+        config = config.replace(**overrides)
+    run = make_run(config, data)
+    summary = run.run(callback)
+    model = run.centre(summary["best_cell"]) if isinstance(run, LipiRun) else run.model
+    return model, summary, run
+
+
+def evaluate(path, data: Dataset | None = None) -> dict:
+    """Metrics of a checkpoint of either kind; for a population, every centre and the best."""
+    ck = ckpt_io.load(path)
+    if ck.kind == "canonical":
+        return evaluate_checkpoint(path, data)
+    if ck.kind != "population":
+        raise CheckpointError(f"checkpoint: {path} holds an unknown kind {ck.kind!r}")
+    try:
+        config = TrainConfig.from_dict(ck.config)
+        arch = Architecture(tuple(ck.state["arch"]))
+    except (ConfigError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint: {path} holds an invalid config or state ({exc})") from None
+    data = make_data(config) if data is None else data
+    if arch.input_dim != data.dim:
+        raise DataError(f"data: width {data.dim} does not match the checkpoint's input width "
+                        f"{arch.input_dim}")
+    N = config.population
+    enc, dec = Arena(arch.encoder_shapes(), N), Arena(arch.decoder_shapes(), N)
+    from sparseae.canonical import restore_arenas
+
+    restore_arenas(enc, dec, ck, path)
+    centres = []
+    for k in range(N):
+        m = Autoencoder(arch)
+        m.encoder.copy_row(0, k, source=enc)
+        m.decoder.copy_row(0, k, source=dec)
+        centres.append(pair_metrics(m, data))
+    best = int(np.argmin([c["test_l1"] for c in centres]))
+    out = {"paradigm": "lipi", "arch": str(arch), "operator": config.operator,
+           "schedule": config.schedule, "population": N, "best_cell": best}
+    out.update(centres[best])
+    out["centres_test_l1"] = [c["test_l1"] for c in centres]
+    out["centres_preserved"] = [c["preserved"] for c in centres]
+    out["epochs"] = int(ck.state.get("epoch", 0))
+    return out

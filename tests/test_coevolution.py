@@ -1,0 +1,212 @@
+"""Lipi-AE-S: neighbourhoods, selection, the cell loop, determinism, resume."""
+
+import numpy as np
+import pytest
+
+from sparseae import ConfigError, TrainConfig
+from sparseae.coevolution import (
+    LipiRun,
+    best_case_fitness,
+    mutate_lr,
+    neighbourhood,
+    tournament,
+)
+
+TINY = dict(paradigm="lipi", clusters=3, dim=40, per_cluster=6, batch_size=3, lr=3e-3,
+            population=4, radius=1)
+
+
+@pytest.mark.parametrize("cell, n, r, expected", [
+    (0, 1, 1, [0, 0, 0]),
+    (0, 1, 2, [0, 0, 0, 0, 0]),
+    (0, 2, 1, [0, 1, 1]),
+    (1, 2, 2, [1, 0, 0, 1, 1]),
+    (0, 3, 1, [0, 2, 1]),
+    (2, 3, 2, [2, 1, 0, 0, 1]),
+    (0, 10, 1, [0, 9, 1]),
+    (9, 10, 1, [9, 8, 0]),
+    (5, 10, 2, [5, 4, 6, 3, 7]),
+    (1, 10, 2, [1, 0, 2, 9, 3]),
+    (4, 10, 0, [4]),
+])
+def test_neighbourhood_indices(cell, n, r, expected):
+    assert neighbourhood(cell, n, r).tolist() == expected
+
+
+def test_best_case_fitness_is_row_minimum():
+    losses = np.array([[0.5, 0.2, 0.9], [0.3, 0.4, 0.35], [0.8, 0.8, 0.1]])
+    assert best_case_fitness(losses).tolist() == [0.2, 0.3, 0.1]
+
+
+class FixedDraws:
+    """Stands in for a Generator whose integers() returns given pairs."""
+
+    def __init__(self, pairs):
+        self.pairs = list(pairs)
+
+    def integers(self, lo, hi, size):
+        a, b = self.pairs.pop(0)
+        assert 0 <= a < hi and 0 <= b < hi and size == 2
+        return np.array([a, b])
+
+
+def test_tournament_lower_wins_ties_to_second_draw():
+    f = np.array([0.2, 0.3, 0.1, 0.3])
+    rng = FixedDraws([(0, 1), (1, 0), (1, 3), (3, 1), (2, 2), (0, 2)])
+    assert [tournament(f, rng) for _ in range(6)] == [0, 0, 3, 1, 2, 2]
+
+
+def test_tournament_draws_with_replacement_and_prefers_better():
+    rng = np.random.default_rng(0)
+    f = np.array([0.1, 0.5, 0.9])
+    wins = np.bincount([tournament(f, rng) for _ in range(6000)], minlength=3) / 6000
+    # P(win) for rank k of 3 with replacement: best 5/9, middle 3/9, worst 1/9
+    np.testing.assert_allclose(wins, [5 / 9, 3 / 9, 1 / 9], atol=0.02)
+
+
+def test_mutate_lr_is_clipped():
+    rng = np.random.default_rng(0)
+    assert mutate_lr(1e-9, 1.0, rng) >= 1e-9
+    assert mutate_lr(10.0, 100.0, np.random.default_rng(1)) <= 10.0
+    assert mutate_lr(0.5, 0.0, rng) == 0.5
+
+
+def _state(run):
+    return [run.encoders.params.copy(), run.decoders.params.copy(), run.encoders.mask.copy(),
+            run.decoders.mask.copy(), run.encoders.m.copy(), run.decoders.v.copy(),
+            run.cell_lr.copy(), run.order.copy()]
+
+
+def test_same_seed_is_bit_identical_and_seeds_differ():
+    a = LipiRun(TrainConfig(epochs=3, seed=5, **TINY))
+    b = LipiRun(TrainConfig(epochs=3, seed=5, **TINY))
+    a.run(), b.run()
+    for x, y in zip(_state(a), _state(b)):
+        np.testing.assert_array_equal(x, y)
+    c = LipiRun(TrainConfig(epochs=3, seed=6, **TINY))
+    c.run()
+    assert not np.array_equal(a.encoders.params, c.encoders.params)
+
+
+def test_first_epoch_visits_in_index_order_then_reshuffles():
+    run = LipiRun(TrainConfig(epochs=4, population=6, **{k: v for k, v in TINY.items()
+                                                        if k != "population"}))
+    assert run.order.tolist() == list(range(6))
+    visits = []
+    orig = run.step_cell
+    run.step_cell = lambda cell: (visits.append(cell), orig(cell))[1]
+    run.run_epoch()
+    assert visits == list(range(6))
+    orders = []
+    for _ in range(3):
+        orders.append(run.order.tolist())
+        visits.clear()
+        run.run_epoch()
+        assert visits == orders[-1]
+    assert all(sorted(o) == list(range(6)) for o in orders)
+    assert any(o != list(range(6)) for o in orders)
+
+
+def test_later_cell_sees_centres_updated_earlier_in_the_epoch(monkeypatch):
+    from sparseae.kernels import cpu
+
+    run = LipiRun(TrainConfig(epochs=1, **TINY))
+    initial0 = run.encoders.params[0].copy()
+    seen = []
+    real = cpu.all_pairs_l1
+
+    def spy(PE, le, PD, ld, X):
+        seen.append(PE.copy())
+        return real(PE, le, PD, ld, X)
+
+    monkeypatch.setattr(cpu, "all_pairs_l1", spy)
+    after0 = []
+    orig = run.step_cell
+    run.step_cell = lambda cell: (orig(cell), after0.append(run.encoders.params[0].copy()))[0]
+    run.run_epoch()  # first epoch: cells 0, 1, 2, 3 in order
+    np.testing.assert_array_equal(seen[0][0], initial0)
+    # cell 1's neighbourhood is [1, 0, 2]: it sees cell 0's centre as replaced by cell 0's visit
+    assert not np.array_equal(after0[0], initial0)
+    np.testing.assert_array_equal(seen[1][1], after0[0])
+
+
+def test_selected_pair_trains_and_replaces_centre(monkeypatch):
+    run = LipiRun(TrainConfig(epochs=1, **TINY))
+    before = run.encoders.params.copy()
+    rec = run.step_cell(2)
+    assert not np.array_equal(run.encoders.params[2], before[2])
+    for k in (0, 1, 3):
+        np.testing.assert_array_equal(run.encoders.params[k], before[k])
+    assert rec["selection_loss"] > 0 and rec["replacement_loss"] > 0
+    assert run.encoders.step[2] == 6  # 18 samples / batch 3; Adam state travels with the pair
+
+
+def test_heterogeneous_operators_round_robin():
+    cfg = TrainConfig(epochs=1, operator="random,conjunctive", **{**TINY, "population": 5})
+    assert cfg.cell_operators() == ["random", "conjunctive", "random", "conjunctive", "random"]
+    cfg = TrainConfig(epochs=1, operator=["variance", "none", "magnitude"], **TINY)
+    assert cfg.validate().cell_operators() == ["variance", "none", "magnitude", "variance"]
+    with pytest.raises(ConfigError, match="operator"):
+        TrainConfig(operator="random,foo", **TINY).validate()
+    with pytest.raises(ConfigError, match="lipi"):
+        TrainConfig(paradigm="canonical", operator="random,conjunctive").validate()
+
+
+def test_heterogeneous_run_reports_per_operator_and_prunes():
+    cfg = TrainConfig(epochs=3, operator="random,none", schedule="fixed", prune_probability=1.0,
+                      **TINY)
+    run = LipiRun(cfg)
+    s = run.run()
+    assert set(s["per_operator"]) == {"random", "none"}
+    assert s["per_operator"]["random"]["cells"] == [0, 2]
+    pruned = np.array(run.history["pruned"])
+    assert pruned[:, [0, 2]].min() > 0 and pruned[:, [1, 3]].max() == 0
+    for half in (run.encoders, run.decoders):
+        dead = half.mask == 0
+        assert dead.any() and not half.params[dead].any()
+
+
+def test_population_history_and_diversity():
+    run = LipiRun(TrainConfig(epochs=2, **TINY))
+    run.run()
+    h = run.history
+    assert len(h["selection_loss"]) == 2 and h["selection_loss"][0].shape == (4,)
+    assert all(d > 0 for d in h["diversity_encoder"] + h["diversity_decoder"])
+    assert h["jaccard_encoder"] == [1.0, 1.0] and h["preserved_decoder"] == [1.0, 1.0]
+
+
+def test_short_run_beats_initial_l1():
+    run = LipiRun(TrainConfig(epochs=8, seed=0, **TINY))
+    initial = min(run.centre(k).l1(run.data.test) for k in range(run.n_cells))
+    s = run.run()
+    assert s["test_l1"] < initial - 0.1
+    assert s["test_l1"] == min(s["centres_test_l1"])
+    assert len(s["centres_test_l1"]) == 4
+
+
+@pytest.mark.parametrize("operator", ["none", "random", "variance", "conjunctive"])
+def test_resume_equals_uninterrupted(tmp_path, operator):
+    cfg = TrainConfig(epochs=5, operator=operator, schedule="fixed", prune_probability=0.7, **TINY)
+    full = LipiRun(cfg)
+    full.run()
+    part = LipiRun(cfg)
+    part.run_epoch()
+    part.run_epoch()
+    part.save(tmp_path / "p.h5")
+    resumed = LipiRun.from_checkpoint(tmp_path / "p.h5")
+    assert resumed.epoch == 2
+    resumed.run()
+    for x, y in zip(_state(full), _state(resumed)):
+        np.testing.assert_array_equal(x, y)
+    for k in full.history:
+        np.testing.assert_array_equal(np.asarray(full.history[k]), np.asarray(resumed.history[k]))
+    assert full.rng.bit_generator.state == resumed.rng.bit_generator.state
+
+
+def test_one_epoch_works_with_every_schedule():
+    from sparseae.schedules import SCHEDULES
+
+    for schedule in SCHEDULES:
+        run = LipiRun(TrainConfig(epochs=1, operator="random", schedule=schedule, **TINY))
+        s = run.run()
+        assert s["epochs"] == 1
