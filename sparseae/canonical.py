@@ -17,7 +17,7 @@ from sparseae import checkpoint as ckpt_io
 from sparseae.config import TrainConfig
 from sparseae.data import SPLITS, Dataset, binary_clustering, load
 from sparseae.errors import CheckpointError, ConfigError, DataError
-from sparseae.metrics import flops, preserved
+from sparseae.metrics import figure_epoch, flops, preserved, preserved_total
 from sparseae.model import PRESETS, Architecture, Autoencoder
 from sparseae.operators import prune_pair
 from sparseae.schedules import probability
@@ -28,7 +28,8 @@ def make_data(config: TrainConfig) -> Dataset:
     if config.data is not None:
         return load(config.data)
     seed = config.seed if config.data_seed is None else config.data_seed
-    return binary_clustering(config.clusters, config.dim, config.per_cluster, config.noise, seed)
+    return binary_clustering(config.clusters, config.dim, config.per_cluster, config.noise, seed,
+                             quirks=config.data_quirks)
 
 
 def fingerprint(data: Dataset) -> str:
@@ -63,9 +64,10 @@ def check_batch(config: TrainConfig, data: Dataset) -> None:
         )
 
 
-def pair_metrics(model, data: Dataset) -> dict:
-    """Test/validation/train L1, preserved fractions and FLOPs of a trained pair."""
-    pres = preserved(model)
+def pair_metrics(model, data: Dataset, zeros: bool = False) -> dict:
+    """Test/validation/train L1, preserved fractions and FLOPs of a trained pair
+    (``zeros``: the reference's preserved accounting, see :func:`preserved`)."""
+    pres = preserved(model, zeros=zeros)
     fl = flops(model)
     return {
         "test_l1": model.l1(data.test),
@@ -95,14 +97,21 @@ def prune_event(config: TrainConfig, operator: str, enc, dec, ie: int, id_: int,
     if operator == "conjunctive":
         from sparseae.kernels import cpu
 
-        val = data.validation
         k = config.heldout
-        idx = rng.choice(val.shape[0], k, replace=k > val.shape[0])
+        if config.heldout_source == "test_reference":
+            src = data.test
+            idx = rng.integers(1, max(2, src.shape[0]), k)
+        else:
+            src = data.validation
+            idx = rng.choice(src.shape[0], k, replace=k > src.shape[0])
         marks_e, marks_d = cpu.conjunctive_marks(enc.params[ie], enc.table, dec.params[id_],
-                                                 dec.table, val[idx], config.threshold)
-    return prune_pair(operator, enc, dec, ie, id_, config.prune_amount, rng,
+                                                 dec.table, src[idx], config.threshold)
+    c = config
+    return prune_pair(operator, enc, dec, ie, id_, c.prune_amount, rng,
                       stats_e=stats_e, stats_d=stats_d, marks_e=marks_e, marks_d=marks_d,
-                      output_bias=config.prune_output_bias)
+                      structural=c.structural, output_bias=c.prune_output_bias,
+                      regrowth=c.regrowth, random_scope=c.random_scope,
+                      variance_direction=c.variance_direction, variance_draws=c.variance_draws)
 
 
 class CanonicalRun:
@@ -138,7 +147,8 @@ class CanonicalRun:
         self.rng = np.random.default_rng(config.seed)
         self.model = Autoencoder(self.arch, seed=self.rng)
         self.epoch = 0
-        self.history = {"train_loss": [], "lr": [], "pruned": [], "preserved": []}
+        self.history = {"train_loss": [], "lr": [], "pruned": [], "preserved": [],
+                        "figure_epoch": [], "mean_l1": []}
         self.train_seconds = 0.0
         self.prune_seconds = 0.0
         self.steps = 0
@@ -175,8 +185,10 @@ class CanonicalRun:
         self.history["train_loss"].append(float(loss))
         self.history["lr"].append(lr)
         self.history["pruned"].append(pruned)
-        live = int(e.mask[0].sum()) + int(d.mask[0].sum())
-        self.history["preserved"].append(live / self.model.n_params)
+        self.history["preserved"].append(preserved_total(e, d, zeros=c.regrowth))
+        if figure_epoch(self.epoch):
+            self.history["figure_epoch"].append(self.epoch)
+            self.history["mean_l1"].append(self.model.l1(self.data.train))
         self.epoch += 1
         return float(loss)
 
@@ -184,7 +196,7 @@ class CanonicalRun:
         c = self.config
         if c.operator == "none":
             return 0
-        p = probability(c.schedule, c.prune_probability, self.epoch, c.epochs, 1)
+        p = probability(c.schedule, c.prune_probability, self.epoch, c.final_epoch(), 1)
         if not p > self.rng.random():
             return 0
         return prune_event(c, c.operator, self.model.encoder, self.model.decoder, 0, 0,
@@ -212,7 +224,8 @@ class CanonicalRun:
         """Final metrics (``sparseae eval`` reports the same keys)."""
         out = {"paradigm": "canonical", "arch": str(self.arch), "operator": self.config.operator,
                "schedule": self.config.schedule}
-        out.update(pair_metrics(self.model, self.data))
+        out.update(pair_metrics(self.model, self.data, self.config.regrowth))
+        out["mean_l1"] = out["train_l1"]
         out.update({
             "epochs": self.epoch,
             "seconds": getattr(self, "_wall", self.train_seconds + self.prune_seconds),
@@ -270,7 +283,7 @@ class CanonicalRun:
         run.train_seconds = float(ck.state["train_seconds"])
         run.prune_seconds = float(ck.state["prune_seconds"])
         run.steps = int(ck.state["steps"])
-        run.history = {k: [int(x) if k == "pruned" else float(x) for x in v]
+        run.history = {k: [int(x) if k in ("pruned", "figure_epoch") else float(x) for x in v]
                        for k, v in ck.history.items()}
         return run
 
@@ -290,7 +303,7 @@ def evaluate_checkpoint(path, data: Dataset | None = None) -> dict:
     restore_arenas(model.encoder, model.decoder, ck, path)
     out = {"paradigm": "canonical", "arch": str(model.arch), "operator": config.operator,
            "schedule": config.schedule}
-    out.update(pair_metrics(model, data))
+    out.update(pair_metrics(model, data, config.regrowth))
     out["epochs"] = int(ck.state["epoch"])
     return out
 

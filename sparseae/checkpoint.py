@@ -4,7 +4,8 @@ Layout: root attributes ``format = "sparseae-checkpoint"``, integer
 ``format-version``, ``generated-by``, ``created`` (ISO 8601), ``kind``
 (``canonical`` or ``population``), ``config`` and ``state`` (JSON strings);
 one group per arena (``encoder``, ``decoder``) with datasets ``params``
-(float32), ``mask`` (uint8), ``m``, ``v`` (float32), ``step`` (int64); a
+(float32), ``mask`` (uint8), ``m``, ``v`` (float32), ``step`` and ``zeros``
+(int64); a
 ``history`` group of float64 datasets; optional extra datasets.
 
 A file is written to a temporary name in the target's folder, flushed,
@@ -28,7 +29,7 @@ from sparseae.errors import CheckpointError
 FORMAT = "sparseae-checkpoint"
 FORMAT_VERSION = 1
 ARENA_DTYPES = {"params": np.float32, "mask": np.uint8, "m": np.float32, "v": np.float32,
-                "step": np.int64}
+                "step": np.int64, "zeros": np.int64}
 
 
 @dataclass

@@ -42,6 +42,7 @@ from sparseae.canonical import (
 from sparseae.config import TrainConfig
 from sparseae.data import Dataset
 from sparseae.errors import CheckpointError, ConfigError
+from sparseae.metrics import figure_epoch, preserved_total
 from sparseae.model import Arena, Autoencoder
 from sparseae.schedules import probability
 
@@ -52,6 +53,9 @@ CELL_SERIES = ("selection_loss", "replacement_loss", "lr", "preserved", "pruned"
 #: Population series, one value per epoch.
 POP_SERIES = ("best_replacement_loss", "diversity_encoder", "diversity_decoder",
               "jaccard_encoder", "jaccard_decoder", "preserved_encoder", "preserved_decoder")
+#: The figures' metric: epochs at which it was recorded, and the mean over centres of
+#: their training-set L1 ("mean_L1" of the paper's figures).
+FIGURE_SERIES = ("figure_epoch", "mean_l1")
 
 
 def neighbourhood(cell: int, n_cells: int, radius: int) -> np.ndarray:
@@ -136,7 +140,7 @@ class LipiRun:
         self.order = np.arange(N, dtype=np.int64)
         self.operators = config.cell_operators()
         self.epoch = 0
-        self.history = {k: [] for k in CELL_SERIES + POP_SERIES}
+        self.history = {k: [] for k in CELL_SERIES + POP_SERIES + FIGURE_SERIES}
         self.train_seconds = 0.0
         self.seconds = 0.0
         self.steps = 0
@@ -188,17 +192,16 @@ class LipiRun:
         pruned = 0
         if operator != "none":
             n = 2 * c.radius + 1
-            p = probability(c.schedule, c.prune_probability, self.epoch, c.epochs - 1, n)
+            p = probability(c.schedule, c.prune_probability, self.epoch, c.final_epoch(), n)
             if p > self.rng.random():
                 pruned = prune_event(c, operator, we, wd, 0, 0, self.rng, self.data,
                                      self._stats_e, self._stats_d)
         E.copy_row(cell, 0, source=we)
         D.copy_row(cell, 0, source=wd)
         self.cell_lr[cell] = mutate_lr(self.cell_lr[cell], c.lr_sigma, self.rng)
-        live = int(E.mask[cell].sum()) + int(D.mask[cell].sum())
         return {"selection_loss": float(fitness[win]), "replacement_loss": replacement,
-                "lr": float(self.cell_lr[cell]), "preserved": live / (E.n + D.n),
-                "pruned": pruned}
+                "lr": float(self.cell_lr[cell]),
+                "preserved": preserved_total(E, D, cell, cell, c.regrowth), "pruned": pruned}
 
     def run_epoch(self) -> None:
         """Visit every cell once in the current order, record, reshuffle."""
@@ -218,8 +221,16 @@ class LipiRun:
         h["diversity_decoder"].append(_mean_pairwise_l2(D.params))
         h["jaccard_encoder"].append(_mean_jaccard(E.mask))
         h["jaccard_decoder"].append(_mean_jaccard(D.mask))
-        h["preserved_encoder"].append(float(E.mask.mean()))
-        h["preserved_decoder"].append(float(D.mask.mean()))
+        if self.config.regrowth:
+            h["preserved_encoder"].append(float(1 - np.maximum(E.zeros, 0).mean() / E.n))
+            h["preserved_decoder"].append(float(1 - np.maximum(D.zeros, 0).mean() / D.n))
+        else:
+            h["preserved_encoder"].append(float(E.mask.mean()))
+            h["preserved_decoder"].append(float(D.mask.mean()))
+        if figure_epoch(self.epoch):
+            h["figure_epoch"].append(self.epoch)
+            h["mean_l1"].append(float(np.mean([self.centre(k).l1(self.data.train)
+                                               for k in range(N)])))
         self.order = self.rng.permutation(N)
         self.epoch += 1
         self.seconds += time.perf_counter() - t0
@@ -246,7 +257,8 @@ class LipiRun:
         return m
 
     def centre_metrics(self) -> list:
-        return [pair_metrics(self.centre(k), self.data) for k in range(self.n_cells)]
+        return [pair_metrics(self.centre(k), self.data, self.config.regrowth)
+                for k in range(self.n_cells)]
 
     def summary(self) -> dict:
         """The best centre's metrics (lowest test L1), every centre's test L1
@@ -268,7 +280,7 @@ class LipiRun:
             for op, cells in by_op.items()}
         out["centres_test_l1"] = [m["test_l1"] for m in per]
         out["centres_preserved"] = [m["preserved"] for m in per]
-        out["mean_train_l1"] = float(np.mean([m["train_l1"] for m in per]))
+        out["mean_l1"] = float(np.mean([m["train_l1"] for m in per]))
         out.update({
             "epochs": self.epoch,
             "seconds": self.seconds,
@@ -336,5 +348,7 @@ class LipiRun:
         run.seconds = float(ck.state["seconds"])
         run.steps = int(ck.state["steps"])
         run.history = {k: ([np.asarray(r, np.float64) for r in ck.history[k]] if k in CELL_SERIES
-                           else [float(x) for x in ck.history[k]]) for k in CELL_SERIES + POP_SERIES}
+                           else [int(x) for x in ck.history[k]] if k == "figure_epoch"
+                           else [float(x) for x in ck.history[k]])
+                       for k in CELL_SERIES + POP_SERIES + FIGURE_SERIES}
         return run

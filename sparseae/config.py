@@ -15,10 +15,22 @@ from dataclasses import dataclass
 from sparseae._options import ADAM_BETAS, ADAM_EPS
 from sparseae.errors import ConfigError
 
-PROFILES = ("default",)
+PROFILES = ("default", "gecco25")
 PARADIGMS = ("lipi", "canonical")
 #: Default learning rate per paradigm (README, "Defaults": chosen from measurements).
 DEFAULT_LR = {"canonical": 1e-3, "lipi": 3e-3}
+
+
+#: The gecco25 profile: the reference code's behaviour and the paper's settings
+#: (ALGORITHM.md sections 1-7).  Adam is "fresh" in Lipi-AE-S and "persistent" in
+#: canonical training; VARIANCE runs use P0 = 0.1 (see TrainConfig.from_profile).
+GECCO25 = dict(
+    prune_output_bias=True, data_quirks=True, regrowth=True, random_scope="all",
+    variance_direction="high", variance_draws="per_entry", heldout_source="test_reference",
+    structural=False, schedule_t="reference",
+    epochs=400, lr=1e-5, batch_size=5, population=10, radius=1, threshold=0.1,
+    prune_probability=0.5, prune_amount=0.1, seed=1,
+)
 
 
 @dataclass
@@ -65,8 +77,27 @@ class TrainConfig:
     #: Adam state: "persistent" (belongs to the individual and travels with it) or
     #: "fresh" (a new Adam every step, the reference's Lipi-AE-S: steps of about lr*sign(g))
     adam: str = "persistent"
+    # ---- the switches that differ between profiles (README, "Profiles") ----
     #: prune the decoder's output biases too (False: they stay live, see operators.prune_pair)
     prune_output_bias: bool = False
+    #: generate data with the reference's quirks (Binomial(2, .5) centroids, repeated test noise)
+    data_quirks: bool = False
+    #: pruned weights are only zeroed and may regrow; preserved = zeros at the last event
+    regrowth: bool = False
+    #: RANDOM draws from the "live" entries of each tensor, or from "all" of them
+    random_scope: str = "live"
+    #: VARIANCE prunes units of "low" activation spread more (paper text) or "high" (reference)
+    variance_direction: str = "low"
+    #: VARIANCE prunes "amount" of the live entries, or "per_entry" independent draws
+    variance_draws: str = "amount"
+    #: CONJUNCTIVE held-out samples: "validation" split, or "test_reference" (test rows
+    #: 1..n-1 with replacement, as the reference)
+    heldout_source: str = "validation"
+    #: prune the weights of units that no longer compute (operators.propagate_dead_units)
+    structural: bool = True
+    #: the schedules' final epoch T: "final_epoch" (epochs - 1 in both paradigms) or
+    #: "reference" (canonical epochs, Lipi-AE-S epochs - 1)
+    schedule_t: str = "final_epoch"
 
     def validate(self) -> "TrainConfig":
         _choice("profile", self.profile, PROFILES)
@@ -114,10 +145,36 @@ class TrainConfig:
             _float("prune_amount", self.prune_amount, 0.0, 1.0)
         if self.data is not None and not isinstance(self.data, str):
             raise ConfigError(f"data: expected a file path, got {self.data!r}")
-        for name in ("lr_decay", "prune_output_bias"):
+        _choice("random_scope", self.random_scope, ("live", "all"))
+        _choice("variance_direction", self.variance_direction, ("low", "high"))
+        _choice("variance_draws", self.variance_draws, ("amount", "per_entry"))
+        _choice("heldout_source", self.heldout_source, ("validation", "test_reference"))
+        _choice("schedule_t", self.schedule_t, ("final_epoch", "reference"))
+        for name in ("lr_decay", "prune_output_bias", "data_quirks", "regrowth", "structural"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         return self
+
+    def final_epoch(self) -> int:
+        """T of the schedules (ALGORITHM.md section 4)."""
+        if self.schedule_t == "reference" and self.paradigm == "canonical":
+            return self.epochs
+        return self.epochs - 1
+
+    @classmethod
+    def from_profile(cls, profile: str = "default", **fields) -> "TrainConfig":
+        """A config with ``profile``'s switches and settings, then ``fields`` on top."""
+        _choice("profile", profile, PROFILES)
+        base = {"profile": profile}
+        if profile == "gecco25":
+            paradigm = fields.get("paradigm", cls.paradigm)
+            operator = str(fields.get("operator", cls.operator))
+            base.update(GECCO25)
+            base["adam"] = "fresh" if paradigm == "lipi" else "persistent"
+            if operator.split(",")[0] == "variance":
+                base["prune_probability"] = 0.1
+        base.update(fields)
+        return cls(**base).validate()
 
     def cell_operators(self) -> list:
         """The operator of each cell: a list of ``population`` names, assigned

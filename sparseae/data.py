@@ -74,6 +74,7 @@ def binary_clustering(
     per_cluster: int = 100,
     noise: float = 0.05,
     seed: int = 0,
+    quirks: bool = False,
 ) -> Dataset:
     """The binary-clustering task, default (paper-text) semantics.
 
@@ -82,6 +83,12 @@ def binary_clustering(
     ``noise``.  Train, test and validation each hold ``n_clusters *
     per_cluster`` rows in blocks of the centroids repeated (c0..c{k-1}, c0..),
     with independent noise per split.
+
+    With ``quirks`` (gecco25) the reference's generator: centroid entries
+    drawn from Binomial(2, 0.5) and read as booleans (a bit is 1 with
+    probability 0.75), and the test and validation noise drawn once for one
+    block of ``per_cluster`` rows and repeated across the ``n_clusters``
+    blocks.
 
     Notes
     -----
@@ -93,11 +100,18 @@ def binary_clustering(
     if not 0.0 <= noise <= 1.0:
         raise DataError(f"data: noise must be in [0, 1], got {noise!r}")
     rng = np.random.default_rng(seed)
-    centroids = rng.random((n_clusters, dim)) < 0.5
+    if quirks:
+        centroids = rng.binomial(2, 0.5, (n_clusters, dim)) > 0
+    else:
+        centroids = rng.random((n_clusters, dim)) < 0.5
     rows = np.tile(centroids, (per_cluster, 1))
     splits = []
-    for _ in SPLITS:
-        flips = rng.random(rows.shape) < noise
+    for split in SPLITS:
+        if quirks and split != "train":
+            block = rng.random((per_cluster, dim)) < noise
+            flips = np.tile(block, (n_clusters, 1))
+        else:
+            flips = rng.random(rows.shape) < noise
         splits.append((rows ^ flips).astype(np.float32))
     return Dataset(*splits)
 

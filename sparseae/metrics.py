@@ -23,22 +23,52 @@ def _halves(model, row_e=0, row_d=0):
     return ((model.encoder, row_e, "encoder"), (model.decoder, row_d, "decoder"))
 
 
-def preserved(model, row_e: int = 0, row_d: int = 0) -> dict:
-    """Preserved (live) fractions: ``total``, ``encoder``, ``decoder`` and
-    ``layers`` (a list of ``(name, fraction)`` per dense layer, W and b together)."""
+def preserved(model, row_e: int = 0, row_d: int = 0, zeros: bool = False) -> dict:
+    """Preserved fractions: ``total``, ``encoder``, ``decoder`` and ``layers``
+    (a list of ``(name, fraction)`` per dense layer, W and b together).
+
+    Default: live mask entries / total, exact at any time.  With ``zeros``
+    (gecco25, pruned weights regrow) the reference's accounting: 1 - the count
+    of exactly-zero parameters at the lineage's last pruning event / total
+    (1 when never pruned); ``layers`` then counts the exactly-zero parameters
+    now.
+    """
     out = {"layers": []}
     live_all = total_all = 0
     for arena, i, name in _halves(model, row_e, row_d):
-        live = int(arena.mask[i].sum())
+        if zeros:
+            live = arena.n - max(0, int(arena.zeros[i]))
+        else:
+            live = int(arena.mask[i].sum())
         out[name] = live / arena.n
         live_all += live
         total_all += arena.n
+        which = "params" if zeros else "mask"
         for l, (n_in, n_out, _) in enumerate(arena.shapes):
             n = n_in * n_out + n_out
-            lv = int(arena.weight(i, l, "mask").sum()) + int(arena.bias(i, l, "mask").sum())
+            w, b = arena.weight(i, l, which), arena.bias(i, l, which)
+            lv = int(np.count_nonzero(w)) + int(np.count_nonzero(b))
             out["layers"].append((f"{name}.{l} {n_in}->{n_out}", lv / n))
     out["total"] = live_all / total_all
     return out
+
+
+def preserved_total(enc, dec, ie: int = 0, id_: int = 0, zeros: bool = False) -> float:
+    """Total preserved fraction of one pair of arena rows (see :func:`preserved`)."""
+    if zeros:
+        dead = max(0, int(enc.zeros[ie])) + max(0, int(dec.zeros[id_]))
+        return 1.0 - dead / (enc.n + dec.n)
+    return (int(enc.mask[ie].sum()) + int(dec.mask[id_].sum())) / (enc.n + dec.n)
+
+
+#: Epoch interval of the figures' metric (mean training-set L1 of the centres).
+FIGURE_INTERVAL = 100
+
+
+def figure_epoch(epoch: int) -> bool:
+    """Whether the figures' metric is recorded in the history after 0-based
+    ``epoch`` (the value at the end is the summary's ``mean_l1``)."""
+    return epoch % FIGURE_INTERVAL == 0
 
 
 def _dense_flops(shapes) -> int:

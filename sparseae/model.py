@@ -140,6 +140,9 @@ class Arena:
         self.m = np.zeros((P, self.n), np.float32)
         self.v = np.zeros((P, self.n), np.float32)
         self.step = np.zeros(P, np.int64)
+        #: exactly-zero parameters at the lineage's last pruning event (-1: never);
+        #: the reference's accounting, used when pruned weights may regrow
+        self.zeros = np.full(P, -1, np.int64)
 
     @property
     def population(self) -> int:
@@ -185,12 +188,14 @@ class Arena:
             self.m[i] = 0
             self.v[i] = 0
             self.step[i] = 0
+            self.zeros[i] = -1
 
     def copy_row(self, dst: int, src: int, source: "Arena | None" = None, adam: bool = True):
         """Copy individual ``src`` (of ``source``, default this arena) into row ``dst``."""
         a = self if source is None else source
         self.params[dst] = a.params[src]
         self.mask[dst] = a.mask[src]
+        self.zeros[dst] = a.zeros[src]
         if adam:
             self.m[dst] = a.m[src]
             self.v[dst] = a.v[src]
@@ -202,7 +207,7 @@ class Arena:
 
     def arrays(self) -> dict:
         return {"params": self.params, "mask": self.mask, "m": self.m, "v": self.v,
-                "step": self.step}
+                "step": self.step, "zeros": self.zeros}
 
 
 class Autoencoder:

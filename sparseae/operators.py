@@ -47,11 +47,16 @@ def _keep(mask, pruned_flat_idx):
     return new
 
 
-def random_mask(t, mask, amount, rng: np.random.Generator):
-    """RANDOM: prune ``amount`` of the live entries of ``t`` uniformly."""
-    live = np.flatnonzero(np.asarray(mask).reshape(-1))
-    k = n_to_prune(amount, live.size)
-    return _keep(mask, rng.choice(live, k, replace=False) if k else live[:0])
+def random_mask(t, mask, amount, rng: np.random.Generator, scope: str = "live"):
+    """RANDOM: prune ``amount`` of the live entries of ``t`` uniformly.
+
+    ``scope="all"`` (gecco25) draws from every entry of the tensor, pruned or
+    not, as the reference does on a tensor whose earlier zeros are not masked.
+    """
+    flat = np.asarray(mask).reshape(-1)
+    pool = np.arange(flat.size) if scope == "all" else np.flatnonzero(flat)
+    k = n_to_prune(amount, pool.size)
+    return _keep(mask, rng.choice(pool, k, replace=False) if k else pool[:0])
 
 
 def magnitude_mask(t, mask, amount):
@@ -80,14 +85,28 @@ def normalise(scores) -> np.ndarray:
     return (s - s.min()) / ptp if ptp > 0 else np.zeros_like(s)
 
 
-def variance_mask(t, mask, amount, spread, rng: np.random.Generator, floor: float = VARIANCE_FLOOR):
-    """VARIANCE (default profile): prune ``amount`` of the live entries, drawn
-    without replacement with probability proportional to ``(1 - normalised
-    spread of the entry's unit) + floor``, so units with LOW activation spread
-    lose more (the paper's direction).  ``spread`` has one value per unit (row
-    of ``t``)."""
+def variance_mask(t, mask, amount, spread, rng: np.random.Generator, floor: float = VARIANCE_FLOOR,
+                  direction: str = "low", draws: str = "amount"):
+    """VARIANCE: prune by the activation spread of each entry's unit.
+
+    ``spread`` has one value per unit (row of ``t``).  Default profile
+    (``direction="low"``, ``draws="amount"``): prune ``amount`` of the live
+    entries, drawn without replacement with probability proportional to
+    ``(1 - normalised spread) + floor``, so units with LOW spread lose more
+    (the paper's text).  ``direction="high"`` (the reference) swaps the roles:
+    high-spread units lose more.  ``draws="per_entry"`` (the reference) prunes
+    each live entry independently with probability equal to its unit's
+    normalised score and ignores ``amount`` (about half a layer per event).
+    """
     t = np.asarray(t)
-    weight = (1.0 - normalise(spread)) + floor
+    score = normalise(spread) if direction == "high" else 1.0 - normalise(spread)
+    if draws == "per_entry":
+        p = np.broadcast_to(score.reshape((-1,) + (1,) * (t.ndim - 1)), t.shape)
+        prune = rng.random(t.shape) < p
+        new = mask.copy()
+        new[prune] = 0
+        return new
+    weight = score + floor
     per_entry = np.broadcast_to(weight.reshape((-1,) + (1,) * (t.ndim - 1)), t.shape).reshape(-1)
     live = np.flatnonzero(np.asarray(mask).reshape(-1))
     k = n_to_prune(amount, live.size)
@@ -113,6 +132,11 @@ def _zero_pruned(arena, i):
     arena.params[i][dead] = 0.0
     arena.m[i][dead] = 0.0
     arena.v[i][dead] = 0.0
+
+
+def count_zeros(arena, i) -> int:
+    """Exactly-zero parameters of row ``i`` (the reference's pruned count)."""
+    return int(np.count_nonzero(arena.params[i] == 0))
 
 
 def propagate_dead_units(enc, dec, ie: int, id_: int) -> None:
@@ -150,22 +174,40 @@ def propagate_dead_units(enc, dec, ie: int, id_: int) -> None:
 
 def prune_pair(operator: str, enc, dec, ie: int, id_: int, amount, rng, *,
                stats_e=None, stats_d=None, marks_e=None, marks_d=None,
-               structural: bool = True, output_bias: bool = False) -> int:
+               structural: bool = True, output_bias: bool = False, regrowth: bool = False,
+               random_scope: str = "live", variance_direction: str = "low",
+               variance_draws: str = "amount") -> int:
     """Apply ``operator`` to encoder row ``ie`` and decoder row ``id_``.
 
     ``stats_*`` (fused VARIANCE statistics, ``(units, 3)``) are needed by
     ``variance``; ``marks_*`` (CONJUNCTIVE marks, one per unit) by
     ``conjunctive``.  Pruned parameters and their Adam moments are set to 0.
-    With ``output_bias`` False (default profile) the decoder's output biases
-    are never pruned: an output unit cannot leave the network, and without its
-    bias a pruned sigmoid unit would be stuck at 0.5 instead of the constant
-    it learned.  Returns the number of entries newly pruned.
+
+    Switches (default profile first, gecco25 second):
+
+    * ``output_bias`` False/True: prune the decoder's output biases.  An
+      output unit cannot leave the network; without its bias a pruned sigmoid
+      unit is stuck at 0.5 instead of the constant it learned.
+    * ``structural`` True/False: :func:`propagate_dead_units` afterwards.
+    * ``regrowth`` False/True: the masks are permanent, or the chosen entries
+      are only zeroed (their Adam moments kept) and train on, as in the
+      reference; the rows' ``zeros`` then records the count of exactly-zero
+      parameters at this event (the reference's accounting).
+    * ``random_scope``, ``variance_direction``, ``variance_draws``: see
+      :func:`random_mask` and :func:`variance_mask`.
+
+    Returns the number of entries newly pruned (with ``regrowth``: zeroed).
     """
     if operator not in OPERATORS:
         raise ConfigError(f"operator: expected one of {', '.join(OPERATORS)}, got {operator!r}")
     if operator == "none":
         return 0
-    before = int(enc.mask[ie].sum()) + int(dec.mask[id_].sum())
+    def alive():
+        if regrowth:  # the reference counts exactly-zero parameters
+            return enc.n - count_zeros(enc, ie) + dec.n - count_zeros(dec, id_)
+        return int(enc.mask[ie].sum()) + int(dec.mask[id_].sum())
+
+    before = alive()
     for arena, i, stats, marks in ((enc, ie, stats_e, marks_e), (dec, id_, stats_d, marks_d)):
         for l in range(arena.n_layers):
             u0 = int(arena.table[l, 6])
@@ -176,15 +218,22 @@ def prune_pair(operator: str, enc, dec, ie: int, id_: int, amount, rng, *,
                     continue
                 t, mask = get(i, l), get(i, l, "mask")
                 if operator == "random":
-                    new = random_mask(t, mask, amount, rng)
+                    new = random_mask(t, mask, amount, rng, random_scope)
                 elif operator == "magnitude":
                     new = magnitude_mask(t, mask, amount)
                 elif operator == "variance":
-                    new = variance_mask(t, mask, amount, unit_spread(stats[u0:u0 + n_out]), rng)
+                    new = variance_mask(t, mask, amount, unit_spread(stats[u0:u0 + n_out]), rng,
+                                        direction=variance_direction, draws=variance_draws)
                 else:
                     new = conjunctive_mask(t, mask, marks[u0:u0 + n_out])
-                mask[...] = new
-        _zero_pruned(arena, i)
-    if structural:
+                if regrowth:
+                    t[new == 0] = 0.0
+                else:
+                    mask[...] = new
+        if regrowth:
+            arena.zeros[i] = count_zeros(arena, i)
+        else:
+            _zero_pruned(arena, i)
+    if structural and not regrowth:
         propagate_dead_units(enc, dec, ie, id_)
-    return before - int(enc.mask[ie].sum()) - int(dec.mask[id_].sum())
+    return before - alive()

@@ -74,7 +74,7 @@ def evaluate(path, data: Dataset | None = None) -> dict:
         m = Autoencoder(arch)
         m.encoder.copy_row(0, k, source=enc)
         m.decoder.copy_row(0, k, source=dec)
-        centres.append(pair_metrics(m, data))
+        centres.append(pair_metrics(m, data, config.regrowth))
     best = int(np.argmin([c["test_l1"] for c in centres]))
     out = {"paradigm": "lipi", "arch": str(arch), "operator": config.operator,
            "schedule": config.schedule, "population": N, "best_cell": best}

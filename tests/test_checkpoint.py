@@ -227,10 +227,11 @@ def test_checkpoint_file_format(tmp_path):
                 ds = f[half][key]
                 assert ds.dtype == np.dtype(dtype), (half, key, ds.dtype)
                 np.testing.assert_array_equal(ds[()], getattr(arena, key))
-        assert set(f["history"]) == {"train_loss", "lr", "pruned", "preserved"}
+        assert set(f["history"]) == {"train_loss", "lr", "pruned", "preserved", "figure_epoch",
+                                     "mean_l1"}
         for key in f["history"]:
             assert f["history"][key].dtype == np.float64
-            assert f["history"][key].shape == (2,)
+            assert f["history"][key].shape == ((1,) if key in ("figure_epoch", "mean_l1") else (2,))
 
 
 # ---------------------------------------------------------------- 4. bad input
@@ -635,7 +636,9 @@ def test_sigkill_during_checkpoint_loop_leaves_a_loadable_checkpoint(tmp_path):
         ck = ckpt_io.load(path)
         epoch = ck.state["epoch"]
         assert 1 <= epoch <= epochs
-        assert all(len(v) == epoch for v in ck.history.values())
+        per_epoch = ("train_loss", "lr", "pruned", "preserved")
+        assert all(len(ck.history[k]) == epoch for k in per_epoch)
+        assert list(ck.history["figure_epoch"]) == list(range(0, epoch, 100))
         seen.add(epoch)
         run = CanonicalRun.from_checkpoint(path)
         assert run.epoch == epoch
@@ -692,7 +695,7 @@ def test_ctrl_c_checkpoints_and_exits_130(tmp_path):
     assert json.loads(r.output)["epochs"] == epoch + 2
     ck2 = ckpt_io.load(path)
     assert ck2.state["epoch"] == epoch + 2
-    assert all(len(v) == epoch + 2 for v in ck2.history.values())
+    assert all(len(ck2.history[k]) == epoch + 2 for k in ("train_loss", "lr", "pruned", "preserved"))
     for key in ck.history:
         np.testing.assert_array_equal(ck2.history[key][:epoch], ck.history[key])
 

@@ -219,7 +219,12 @@ def test_pruning_event_follows_schedule():
     run = CanonicalRun(TrainConfig(epochs=4, operator="random", schedule="prune_after",
                                    prune_probability=1.0, **SMALL))
     run.run()
-    # prune_after with T = epochs prunes at t >= T: never within epochs 0..T-1
+    # default profile: T = epochs - 1, so prune_after fires once, after the last epoch
+    assert run.history["pruned"][:3] == [0, 0, 0] and run.history["pruned"][3] > 0
+    run = CanonicalRun(TrainConfig(epochs=4, operator="random", schedule="prune_after",
+                                   prune_probability=1.0, schedule_t="reference", **SMALL))
+    run.run()
+    # the reference's canonical T = epochs: prune_after never fires within epochs 0..T-1
     assert run.history["pruned"] == [0, 0, 0, 0]
     run = CanonicalRun(TrainConfig(epochs=4, operator="random", schedule="fixed",
                                    prune_probability=0.0, **SMALL))
