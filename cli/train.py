@@ -7,12 +7,16 @@ import threading
 import click
 
 from sparseae.cli.common import InputError, fail, print_summary, progress
-from sparseae.config import PARADIGMS, TrainConfig
+from sparseae.config import PARADIGMS, PROFILES, TrainConfig
 from sparseae.errors import SparseaeError
 from sparseae.operators import OPERATORS
 from sparseae.schedules import SCHEDULES
 
 _D = TrainConfig()
+#: CLI parameter -> config field, where the names differ
+_FIELD = {"data_path": "data"}
+#: CLI parameters that are not part of the run's configuration
+_NOT_CONFIG = {"profile", "checkpoint", "checkpoint_every", "resume", "quiet", "as_json"}
 _UNIT = click.FloatRange(0, 1)
 
 
@@ -26,6 +30,9 @@ def _amount(value):
 
 
 @click.command()
+@click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True,
+              help="default: real pruning with permanent masks; gecco25: behave like the "
+                   "published code (its data, pruning and settings; flags still override).")
 @click.option("--paradigm", type=click.Choice(PARADIGMS), default=_D.paradigm, show_default=True,
               help="lipi: Lipi-AE-S coevolution on a ring of cells; canonical: one autoencoder.")
 @click.option("--arch", default=_D.arch, show_default=True,
@@ -80,7 +87,7 @@ def _amount(value):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.pass_context
-def train(ctx, paradigm, arch, epochs, lr, lr_decay, adam, population, radius, lr_sigma,
+def train(ctx, profile, paradigm, arch, epochs, lr, lr_decay, adam, population, radius, lr_sigma,
           batch_size, seed, data_path, clusters, dim, per_cluster, noise, data_seed, operator,
           schedule, prune_probability, prune_amount, threshold, heldout, checkpoint,
           checkpoint_every, resume, quiet, as_json):
@@ -96,8 +103,7 @@ def train(ctx, paradigm, arch, epochs, lr, lr_decay, adam, population, radius, l
              if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE}
     try:
         if resume is not None:
-            changed = given - {"epochs", "resume", "checkpoint", "checkpoint_every", "quiet",
-                               "as_json", "data_path"}
+            changed = given - _NOT_CONFIG - {"epochs", "data_path"}
             if changed:
                 flag = "--" + sorted(changed)[0].replace("_", "-")
                 raise InputError(f"{flag} cannot change when resuming: the checkpoint fixes the "
@@ -111,13 +117,13 @@ def train(ctx, paradigm, arch, epochs, lr, lr_decay, adam, population, radius, l
             if checkpoint is None:
                 checkpoint = resume
         else:
-            config = TrainConfig(
-                paradigm=paradigm, arch=arch, epochs=epochs, lr=lr, lr_decay=lr_decay, adam=adam,
-                population=population, radius=radius, lr_sigma=lr_sigma, batch_size=batch_size,
-                seed=seed, clusters=clusters, dim=dim, per_cluster=per_cluster, noise=noise,
-                data_seed=data_seed, data=data_path, operator=operator, schedule=schedule,
-                prune_probability=prune_probability, prune_amount=_amount(prune_amount),
-                threshold=threshold, heldout=heldout)
+            # flags given on the command line override the profile's settings
+            fields = {_FIELD.get(name, name): ctx.params[name] for name in given
+                      if name not in _NOT_CONFIG}
+            fields["paradigm"] = paradigm
+            if "prune_amount" in fields:
+                fields["prune_amount"] = _amount(fields["prune_amount"])
+            config = TrainConfig.from_profile(profile, **fields)
             run = make_run(config)
         if checkpoint is not None:  # fail now, not after an hour of training
             run.save(checkpoint)
