@@ -84,6 +84,47 @@ def conjunctive_update(z, marks, state, threshold):
     state[1] = count
 
 
+# Cody-Waite range reduction and the minimax polynomial of the Cephes library's expf
+_LOG2E = _F(1.44269504088896341)
+_LN2_HI = _F(0.693359375)
+_LN2_LO = _F(-2.12194440e-4)
+_EXP_P = (_F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3),
+          _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1))
+
+
+@njit(**_JIT)
+def sigmoid_inplace(z, scratch):
+    """``z <- 1 / (1 + exp(-z))`` in float32, vectorised.
+
+    numba has no vector ``exp`` without Intel's SVML, and a scalar ``expf``
+    per output was a third of a training step.  Here ``exp`` is computed as
+    ``2^n * p(r)`` (Cody-Waite reduction, degree-6 polynomial, about 1 ulp),
+    with ``2^n`` built in the int32 ``scratch`` (length >= ``len(z)``) so
+    that every loop vectorises.  NaN propagates; the argument is clamped to
+    [-87, 88] so 2^n stays a normal float.
+    """
+    n = z.shape[0]
+    for o in range(n):
+        x = -z[o]
+        if x > _F(88.0):
+            x = _F(88.0)
+        if x < _F(-87.0):
+            x = _F(-87.0)
+        k = np.floor(x * _LOG2E + _F(0.5))
+        r = x - k * _LN2_HI - k * _LN2_LO
+        p = _EXP_P[0]
+        p = p * r + _EXP_P[1]
+        p = p * r + _EXP_P[2]
+        p = p * r + _EXP_P[3]
+        p = p * r + _EXP_P[4]
+        p = p * r + _EXP_P[5]
+        z[o] = p * r * r + r + _F(1.0)
+        scratch[o] = (np.int32(k) + np.int32(127)) << 23
+    scale = scratch[:n].view(np.float32)
+    for o in range(n):
+        z[o] = _F(1.0) / (_F(1.0) + z[o] * scale[o])
+
+
 @njit(**_JIT)
 def dense_forward(w, bias, n_in, n_out, transposed, act, x, h, B,
                   stats, with_stats, marks, cstate, conj, threshold):
@@ -94,6 +135,7 @@ def dense_forward(w, bias, n_in, n_out, transposed, act, x, h, B,
     3)`` float64: count, sum, sum of squares); with ``conj`` each sample's
     pre-activation is fed to :func:`conjunctive_update` in order.
     """
+    scratch = np.empty(n_out if act != RELU else 0, np.int32)
     if transposed == 0:
         for o in range(n_out):
             wo = o * n_in
@@ -131,8 +173,7 @@ def dense_forward(w, bias, n_in, n_out, transposed, act, x, h, B,
                 if h[hb + o] < 0:
                     h[hb + o] = _F(0.0)
         else:
-            for o in range(n_out):
-                h[hb + o] = _F(1.0) / (_F(1.0) + np.exp(-h[hb + o]))
+            sigmoid_inplace(h[hb:hb + n_out], scratch)
 
 
 @njit(**_JIT)

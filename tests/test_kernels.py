@@ -725,3 +725,19 @@ def test_determinism_bit_identical():
     for u, w in zip(a, b):
         assert u.dtype == w.dtype
         np.testing.assert_array_equal(u.view(np.uint8), w.view(np.uint8))
+
+
+def test_sigmoid_inplace_accuracy_and_special_values():
+    z = np.concatenate([np.linspace(-90, 90, 20001), np.random.default_rng(7).normal(0, 5, 999)])
+    z = z.astype(np.float32)
+    ref = 1 / (1 + np.exp(-z.astype(np.float64)))
+    out = z.copy()
+    cpu.sigmoid_inplace(out, np.empty(z.size, np.int32))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, rtol=5e-7, atol=1e-37)
+    assert np.all(np.diff(out[:20001]) >= 0)  # monotone on the sorted part
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, 88.7, -88.7], np.float32)
+    cpu.sigmoid_inplace(special, np.empty(6, np.int32))
+    assert np.isnan(special[0])
+    assert special[1] == 1.0 and 0.0 <= special[2] < 1e-37 and special[3] == 0.5
+    assert special[4] == 1.0 and special[5] < 1e-37
