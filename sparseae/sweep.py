@@ -1,0 +1,690 @@
+"""Sweeps: many independent runs (variants x trials) into one results file.
+
+A sweep spec is a TOML file::
+
+    trials = 30                 # runs per variant (default 1)
+    seed = 1                    # trial t uses seed + t (default: the variants' config seed)
+
+    [base]                      # any TrainConfig fields, plus profile (default "default")
+    profile = "gecco25"
+    paradigm = "lipi"
+
+    [grid]                      # field -> list of values; the cartesian product gives variants
+    operator = ["random", "variance", "conjunctive"]
+
+    [[variant]]                 # explicit variants (besides the grid, or instead of it)
+    name = "no-pruning"
+    operator = "none"
+
+Each variant has a stable name: its ``name``, else ``field=value,...`` of
+its grid values (or of its table's fields), else ``base``.  Everything is
+validated before anything runs (:class:`~sparseae.errors.ConfigError`, one
+line naming the file, the variant and the field).
+
+:func:`run_sweep` runs every (variant, trial) as an independent run in local
+worker processes; the parent process is the only writer of one HDF5 results
+file (layout in :data:`FORMAT`'s docs below).
+
+Results file
+------------
+Root attributes: ``format = "sparseae-results"``, integer ``format-version``
+(1), ``generated-by``, ``created``, ``updated`` (ISO 8601), ``spec`` (the
+sweep spec as JSON), ``variants`` (JSON list of ``[name, config]``, the
+variants' resolved configs with their base seed: the sweep's identity),
+``wall_seconds`` and ``run_seconds`` of the latest session and ``sessions``
+(JSON list, one entry per invocation).  Per run a group
+``runs/<variant>/<trial>`` (``/`` and ``%`` in names are %-escaped; the
+``variant`` attribute holds the name) with attributes ``variant``, ``trial``,
+``seed``, ``config`` (JSON), ``summary`` (JSON), ``seconds`` (the run's wall
+time in its worker), ``finished``, ``pid``, and one float64 dataset per
+history series (per-cell series of Lipi-AE-S are 2-D ``(epochs, N)``).
+
+Crash safety
+------------
+Every write copies the current file to a temporary file in the same folder,
+adds the finished runs there, flushes and closes it, fsyncs it and renames it
+over the results file with :func:`os.replace` (then fsyncs the folder).  A
+crash or kill at any moment leaves the previous complete file or the new
+complete file, never a partial one (at worst a stray ``.NAME.*.tmp`` next to
+it).  Finished runs are written as they complete; when the file has grown so
+large that copying it costs more than about 10% of the time between runs,
+runs that finish close together are written in one copy (a crash then loses
+at most those few runs, which a rerun executes again).
+
+Resume: rerunning the same spec with the same output skips the runs already
+in the file (same variant name, trial and config JSON) and runs the rest;
+``--trials`` may grow or shrink between sessions.  A file holding another
+sweep (different variants or configs) is refused.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import datetime as _dt
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sparseae._atomic import atomic_target
+from sparseae.config import TrainConfig
+from sparseae.errors import ConfigError, SparseaeError
+
+FORMAT = "sparseae-results"
+FORMAT_VERSION = 1
+#: Top-level keys of a sweep spec.
+SPEC_KEYS = ("base", "grid", "variant", "trials", "seed", "description")
+FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+#: Summary keys that measure time rather than results (they differ between identical runs).
+TIMING_KEYS = ("seconds", "seconds_per_epoch", "train_seconds", "prune_seconds", "us_per_step",
+               "compile_seconds")
+#: At most this fraction of the sweep's time goes to copying the results file.
+_WRITE_BUDGET = 0.1
+
+
+class ResultsError(SparseaeError):
+    """A results file is missing, corrupt, of another format or too new, or cannot be written."""
+
+
+# ------------------------------------------------------------------------------ spec
+
+
+@dataclass
+class Variant:
+    """One point of a sweep: a name, the fields the spec set, and the validated config
+    (whose ``seed`` is the variant's base seed: trial ``t`` runs with ``seed + t``)."""
+
+    name: str
+    fields: dict
+    config: TrainConfig
+
+    def trial_config(self, trial: int) -> TrainConfig:
+        return dataclasses.replace(self.config, seed=self.config.seed + int(trial))
+
+
+@dataclass
+class SweepSpec:
+    """A parsed and validated sweep: variants in order, trials per variant, the source."""
+
+    variants: list
+    trials: int = 1
+    source: dict = field(default_factory=dict)
+    path: str | None = None
+
+    def runs(self, trials: int | None = None) -> list:
+        """``(variant, trial)`` pairs, trial-major (every variant's trial 0 first), so an
+        interrupted sweep has about as many trials of every variant."""
+        n = self.trials if trials is None else trials
+        return [(v, t) for t in range(n) for v in self.variants]
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def identity(self) -> list:
+        """What a results file must match to be resumed: names and resolved configs."""
+        return [[v.name, v.config.to_dict()] for v in self.variants]
+
+    def to_json(self) -> str:
+        return json.dumps(self.source, sort_keys=True, default=str)
+
+
+def load_spec(path) -> SweepSpec:
+    """Read and validate a sweep spec from a TOML file (:class:`ConfigError` on any problem)."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, expected a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML (not UTF-8: {exc.reason})") from None
+    except tomllib.TOMLDecodeError as exc:  # the message names line and column
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    spec = parse_spec(data, where=path)
+    spec.path = path
+    return spec
+
+
+def parse_spec(data: dict, where: str = "sweep") -> SweepSpec:
+    """Validate a sweep spec given as a dict (the TOML's tables) and expand its variants."""
+
+    def err(msg):
+        raise ConfigError(f"{where}: {msg}")
+
+    if not isinstance(data, dict):
+        err("a sweep spec must be a table")
+    unknown = sorted(set(data) - set(SPEC_KEYS))
+    if unknown:
+        err(f"unknown key {unknown[0]!r} (expected {', '.join(SPEC_KEYS)})")
+    base = data.get("base", {})
+    grid = data.get("grid", {})
+    explicit = data.get("variant", [])
+    if not isinstance(base, dict):
+        err("base: expected a table [base]")
+    if not isinstance(grid, dict):
+        err("grid: expected a table [grid]")
+    if isinstance(explicit, dict):
+        explicit = [explicit]
+    if not isinstance(explicit, list) or not all(isinstance(t, dict) for t in explicit):
+        err("variant: expected an array of tables [[variant]]")
+    trials = data.get("trials", 1)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        err(f"trials: expected an integer >= 1, got {trials!r}")
+    seed = data.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        err(f"seed: expected an integer >= 0, got {seed!r}")
+
+    _check_names("[base]", base, err)
+    base = dict(base)
+    if seed is not None:
+        if "seed" in base and base["seed"] != seed:
+            err(f"seed: given at the top level ({seed}) and in [base] ({base['seed']})")
+        base["seed"] = seed
+    _check_names("[grid]", grid, err)
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            err(f"[grid] {key}: expected a non-empty list of values, got {values!r}")
+
+    named = []  # (name, fields)
+    if grid or not explicit:
+        keys = list(grid)
+        for combo in itertools.product(*(grid[k] for k in keys)):
+            values = dict(zip(keys, combo))
+            named.append((variant_name(values), {**base, **values}))
+    for i, table in enumerate(explicit, 1):
+        table = dict(table)
+        name = table.pop("name", None)
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            err(f"[[variant]] {i}: name must be a non-empty string, got {name!r}")
+        _check_names(f"variant {name or i!r}" if name else f"[[variant]] {i}", table, err)
+        named.append((name or variant_name(table), {**base, **table}))
+
+    seen = set()
+    variants = []
+    for name, fields in named:
+        if name in seen:
+            err(f"variant {name!r}: duplicate variant name (give the [[variant]] a distinct name)")
+        seen.add(name)
+        fields = dict(fields)
+        if isinstance(fields.get("arch"), list):  # widths as a TOML array
+            fields["arch"] = ",".join(str(w) for w in fields["arch"])
+        profile = fields.pop("profile", "default")
+        try:
+            if "arch" in fields and not isinstance(fields["arch"], str):
+                raise ConfigError(f"arch: expected a preset name or widths like 784,64,8, "
+                                  f"got {fields['arch']!r}")
+            config = TrainConfig.from_profile(profile, **fields)
+        except ConfigError as exc:
+            err(f"variant {name!r}: {exc}")
+        except (TypeError, ValueError) as exc:
+            err(f"variant {name!r}: invalid value ({exc})")
+        variants.append(Variant(name, {"profile": profile, **fields}, config))
+    return SweepSpec(variants=variants, trials=trials, source=data)
+
+
+def _check_names(where, table, err):
+    for key in table:
+        if key not in FIELDS:
+            err(f"{where}: unknown field {key!r}")
+
+
+def variant_name(values: dict) -> str:
+    """``field=value,field=value`` of ``values`` (``base`` when empty)."""
+    return ",".join(f"{k}={_fmt(v)}" for k, v in values.items()) or "base"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "+".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def check_runs(spec: SweepSpec) -> None:
+    """Build each variant's first run (data, model) without training, so data and batch
+    errors surface before the sweep starts; :class:`ConfigError` names the variant."""
+    from sparseae.runs import make_run
+
+    for v in spec.variants:
+        try:
+            make_run(v.trial_config(0))
+        except SparseaeError as exc:
+            where = spec.path or "sweep"
+            raise ConfigError(f"{where}: variant {v.name!r}: {exc}") from None
+
+
+# ------------------------------------------------------------------------- results file
+
+
+def group_key(name: str) -> str:
+    """The HDF5 group name of a variant name (``%`` and ``/`` escaped, no leading dot)."""
+    key = name.replace("%", "%25").replace("/", "%2F")
+    return "%2E" + key[1:] if key.startswith(".") else key
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def check_header(f, path) -> dict:
+    """Validate an open results file's root attributes; return them (decoded)."""
+    attrs = {k: _text(v) for k, v in f.attrs.items()}
+    fmt = attrs.get("format")
+    if fmt != FORMAT:
+        raise ResultsError(f"results: {path} has format {fmt!r}, expected {FORMAT!r}")
+    try:
+        version = int(attrs.get("format-version", -1))
+    except (TypeError, ValueError):
+        version = -1
+    if version > FORMAT_VERSION:
+        raise ResultsError(f"results: {path} has format-version {version}, newer than the "
+                           f"{FORMAT_VERSION} this sparseae reads; upgrade sparseae")
+    if version < 1:
+        raise ResultsError(f"results: {path} has no valid format-version")
+    return attrs
+
+
+def open_results(path):
+    """Open a results file read-only after checking it exists and its format (h5py.File)."""
+    import h5py
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ResultsError(f"results: file not found: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ResultsError(f"results: {path} is not a readable HDF5 file "
+                           f"(truncated or another format: {str(exc).splitlines()[0]})") from None
+    try:
+        check_header(f, path)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _existing_runs(out: str, spec: SweepSpec) -> dict:
+    """``(variant, trial) -> config JSON`` of the runs in ``out`` (empty when it does not
+    exist); refuse a file of another format or another sweep."""
+    if not os.path.exists(out):
+        return {}
+    if os.path.isdir(out):
+        raise ResultsError(f"results: {out} is a folder")
+    try:
+        f = open_results(out)
+    except ResultsError as exc:
+        raise ResultsError(f"{exc}; refusing to overwrite it") from None
+    runs = {}
+    try:
+        with f:
+            try:
+                old = json.loads(f.attrs["variants"])
+            except (KeyError, ValueError, TypeError):
+                raise ResultsError(f"results: {out} has no valid 'variants' attribute") from None
+            diff = _identity_diff(old, spec.identity())
+            if diff:
+                raise ConfigError(f"{out}: holds the results of a different sweep ({diff}); "
+                                  "choose another output file or delete it")
+            for g in f.get("runs", {}).values():
+                for r in g.values():
+                    runs[(_text(r.attrs["variant"]), int(r.attrs["trial"]))] = _text(r.attrs["config"])
+    except (OSError, KeyError) as exc:
+        raise ResultsError(f"results: {out} is corrupt ({type(exc).__name__}: {exc})") from None
+    return runs
+
+
+def _identity_diff(old: list, new: list) -> str:
+    old_names, new_names = [n for n, _ in old], [n for n, _ in new]
+    if old_names != new_names:
+        gone = [n for n in old_names if n not in new_names]
+        added = [n for n in new_names if n not in old_names]
+        if gone or added:
+            parts = ([f"there only: {', '.join(map(repr, gone[:3]))}"] if gone else []) + \
+                    ([f"here only: {', '.join(map(repr, added[:3]))}"] if added else [])
+            return "variants differ; " + "; ".join(parts)
+        return "variants are in another order"
+    for (name, a), (_, b) in zip(old, new):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return f"variant {name!r} has {key}={a.get(key)!r} there, {b.get(key)!r} here"
+    return ""
+
+
+def _jsonable(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _generated_by() -> str:
+    from sparseae import __version__
+
+    return f"sparseae {__version__}"
+
+
+class _WriteError(ResultsError):
+    def __init__(self, msg):
+        super().__init__(f"results: {msg}")
+
+
+def _write_run(f, rec: dict) -> None:
+    g = f.require_group("runs").require_group(group_key(rec["variant"]))
+    g.attrs["variant"] = rec["variant"]
+    key = str(rec["trial"])
+    if key in g:
+        del g[key]
+    r = g.create_group(key)
+    r.attrs["variant"] = rec["variant"]
+    r.attrs["trial"] = np.int64(rec["trial"])
+    r.attrs["seed"] = np.int64(rec["seed"])
+    r.attrs["config"] = rec["config"]
+    r.attrs["summary"] = json.dumps(rec["summary"], default=_jsonable)
+    r.attrs["seconds"] = float(rec["seconds"])
+    r.attrs["finished"] = rec["finished"]
+    r.attrs["pid"] = np.int64(rec["pid"])
+    for name, values in rec["history"].items():
+        r.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+
+
+class _Writer:
+    """The single writer of the results file: copy, add, fsync, ``os.replace``."""
+
+    def __init__(self, out: str, spec: SweepSpec):
+        self.out = out
+        self.spec = spec
+        self.pending = []
+        self.cost = 0.0  # seconds the last write took
+        self.last = -math.inf  # when it ended (perf_counter)
+        self.written = 0
+
+    def add(self, rec: dict) -> None:
+        self.pending.append(rec)
+
+    def _gap(self) -> float:
+        return self.cost * (1 - _WRITE_BUDGET) / _WRITE_BUDGET
+
+    def due(self) -> bool:
+        return bool(self.pending) and time.perf_counter() - self.last >= self._gap()
+
+    def wait_hint(self, default: float) -> float:
+        if not self.pending:
+            return default
+        return min(default, max(0.01, self.last + self._gap() - time.perf_counter()))
+
+    def maybe_write(self) -> None:
+        if self.due():
+            self.write()
+
+    def write(self, session: dict | None = None) -> None:
+        import h5py
+
+        if not self.pending and session is None:
+            return
+        t0 = time.perf_counter()
+        exists = os.path.exists(self.out)
+        with atomic_target(self.out, _WriteError) as tmp:
+            if exists:
+                shutil.copyfile(self.out, tmp)
+            with h5py.File(tmp, "a" if exists else "w") as f:
+                if not exists:
+                    f.attrs["format"] = FORMAT
+                    f.attrs["format-version"] = np.int64(FORMAT_VERSION)
+                    f.attrs["created"] = _now()
+                f.attrs["generated-by"] = _generated_by()
+                f.attrs["updated"] = _now()
+                f.attrs["spec"] = self.spec.to_json()
+                f.attrs["variants"] = json.dumps(self.spec.identity(), sort_keys=True)
+                for i, v in enumerate(self.spec.variants):
+                    g = f.require_group("runs").require_group(group_key(v.name))
+                    g.attrs["variant"] = v.name
+                    g.attrs["index"] = np.int64(i)
+                for rec in self.pending:
+                    _write_run(f, rec)
+                if session is not None:
+                    sessions = json.loads(_text(f.attrs.get("sessions", "[]")))
+                    sessions.append(session)
+                    f.attrs["sessions"] = json.dumps(sessions, sort_keys=True)
+                    f.attrs["wall_seconds"] = float(session["wall_seconds"])
+                    f.attrs["run_seconds"] = float(session["run_seconds"])
+                f.flush()
+        self.written += len(self.pending)
+        self.pending = []
+        self.last = time.perf_counter()
+        self.cost = self.last - t0
+
+
+# ------------------------------------------------------------------------------ running
+
+_ABORT = None  # the worker's abort event (set by _init_worker)
+
+
+def _init_worker(abort) -> None:
+    """Worker processes ignore Ctrl-C (the parent decides) and watch ``abort``."""
+    global _ABORT
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _ABORT = abort
+
+
+def execute(config_dict: dict, abort=None) -> dict | None:
+    """Run one config to the end; return summary, history (float64 arrays), wall seconds
+    and pid, or None when ``abort`` (checked between epochs) stopped it early."""
+    from sparseae.runs import make_run
+
+    abort = _ABORT if abort is None else abort
+    t0 = time.perf_counter()
+    config = TrainConfig.from_dict(config_dict)
+    run = make_run(config)
+    summary = run.run(None, abort)
+    seconds = time.perf_counter() - t0
+    if run.epoch < config.epochs:
+        return None
+    history = {k: np.asarray(v, dtype=np.float64) for k, v in run.history.items()}
+    return {"summary": summary, "history": history, "seconds": seconds, "pid": os.getpid()}
+
+
+def _mp_context():
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:  # children forked from a clean single-threaded server
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["sparseae.sweep"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = None,
+              progress=None, stop=None, abort=None) -> dict:
+    """Run every (variant, trial) of ``spec`` not yet in ``out_path``; return statistics.
+
+    Parameters
+    ----------
+    spec : SweepSpec, a dict (as :func:`parse_spec`) or the path of a TOML file.
+    out_path : the results file (created, or resumed when it holds this sweep).
+    workers : worker processes (default ``os.cpu_count()``); 1 runs in this process.
+    trials : trials per variant (default: the spec's).
+    progress : ``progress(done, total, eta_seconds)``, called once with ``done = 0``
+        before the first run and after each finished run (``eta`` None until known).
+    stop : an event; once set no further run starts and runs in flight finish (and are
+        written).  abort : an event; once set runs in flight stop at their next epoch
+        boundary and are dropped.  A KeyboardInterrupt (no handler installed) aborts.
+
+    Returns
+    -------
+    dict with ``out``, ``runs`` (in the sweep), ``done`` (executed now), ``skipped``
+    (already in the file), ``abandoned``, ``interrupted``, ``workers``, ``wall_seconds``,
+    ``run_seconds`` (sum over executed runs) and ``ratio`` (run_seconds / wall_seconds).
+    """
+    if isinstance(spec, (str, os.PathLike)):
+        spec = load_spec(spec)
+    elif isinstance(spec, dict):
+        spec = parse_spec(spec)
+    trials = spec.trials if trials is None else trials
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f"trials: expected an integer >= 1, got {trials!r}")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers: expected an integer >= 1, got {workers!r}")
+    out = os.fspath(out_path)
+    check_runs(spec)
+    existing = _existing_runs(out, spec)
+    todo, skipped = [], 0
+    for v, t in spec.runs(trials):
+        config = v.trial_config(t)
+        previous = existing.get((v.name, t))
+        if previous is not None:
+            if previous != config.to_json():
+                raise ConfigError(f"{out}: run {v.name!r} trial {t} was made with another "
+                                  "config; choose another output file")
+            skipped += 1
+            continue
+        todo.append((v, t, config))
+
+    stop = threading.Event() if stop is None else stop
+    abort = threading.Event() if abort is None else abort
+    writer = _Writer(out, spec)
+    n_workers = max(1, min(workers, len(todo)))
+    stats = {"out": out, "runs": len(spec.variants) * trials, "done": 0, "skipped": skipped,
+             "abandoned": 0, "interrupted": False, "workers": n_workers}
+    started = _now()
+    t0 = time.perf_counter()
+    run_seconds = 0.0
+    total = len(todo)
+    if progress is not None:
+        progress(0, total, None)
+
+    def finished(item, rec):
+        nonlocal run_seconds
+        v, t, config = item
+        writer.add({"variant": v.name, "trial": t, "seed": config.seed, "config": config.to_json(),
+                    "summary": rec["summary"], "history": rec["history"],
+                    "seconds": rec["seconds"], "finished": _now(), "pid": rec["pid"]})
+        run_seconds += rec["seconds"]
+        stats["done"] += 1
+        if progress is not None:
+            done = stats["done"]
+            elapsed = time.perf_counter() - t0
+            progress(done, total, elapsed / done * (total - done))
+
+    error = None
+    try:
+        if n_workers == 1:
+            for item in todo:
+                if stop.is_set() or abort.is_set():
+                    break
+                rec = execute(item[2].to_dict(), abort)
+                if rec is None:
+                    stats["abandoned"] += 1
+                    break
+                finished(item, rec)
+                writer.maybe_write()
+        else:
+            error = _run_pool(todo, n_workers, writer, finished, stop, abort, stats)
+    except BaseException as exc:  # Ctrl-C without a handler, or a failed run: keep what finished
+        stats["interrupted"] = isinstance(exc, KeyboardInterrupt)
+        _finish(writer, stats, started, t0, run_seconds)
+        raise
+    stats["interrupted"] = stats["interrupted"] or stop.is_set() or abort.is_set() or \
+        stats["done"] < total
+    _finish(writer, stats, started, t0, run_seconds)
+    if error is not None:
+        raise error
+    return stats
+
+
+def _run_pool(todo, n_workers, writer, finished, stop, abort, stats):
+    """Run ``todo`` on a process pool; return the first run's error (or None)."""
+    ctx = _mp_context()
+    worker_abort = ctx.Event()
+    queue = iter(todo)
+    running = {}
+    error = None
+    pool = cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
+                                  initializer=_init_worker, initargs=(worker_abort,))
+    try:
+        def submit():
+            while error is None and not stop.is_set() and not abort.is_set() \
+                    and len(running) < 2 * n_workers:
+                item = next(queue, None)
+                if item is None:
+                    return
+                running[pool.submit(execute, item[2].to_dict())] = item
+
+        submit()
+        while running:
+            if abort.is_set():
+                worker_abort.set()
+            if stop.is_set() or abort.is_set() or error is not None:
+                for fut in list(running):
+                    if fut.cancel():
+                        del running[fut]
+                if not running:
+                    break
+            done, _ = cf.wait(list(running), timeout=writer.wait_hint(0.25),
+                              return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                item = running.pop(fut)
+                try:
+                    rec = fut.result()
+                except cf.CancelledError:
+                    continue
+                except Exception as exc:  # a run failed: stop the sweep, keep what finished
+                    if error is None:
+                        v, t, _ = item
+                        msg = f"run {v.name!r} trial {t} failed: {type(exc).__name__}: {exc}"
+                        error = (type(exc)(msg) if isinstance(exc, SparseaeError)
+                                 else ResultsError(msg))
+                        worker_abort.set()
+                    continue
+                if rec is None:
+                    stats["abandoned"] += 1
+                else:
+                    finished(item, rec)
+            writer.maybe_write()
+            submit()
+    except BaseException:
+        worker_abort.set()
+        for fut in running:
+            fut.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return error
+
+
+def _finish(writer, stats, started, t0, run_seconds):
+    wall = time.perf_counter() - t0
+    stats["wall_seconds"] = wall
+    stats["run_seconds"] = run_seconds
+    stats["ratio"] = run_seconds / wall if wall > 0 else 0.0
+    if stats["done"] == 0 and not writer.pending:
+        return  # nothing new: leave the file as it is
+    session = {"started": started, "wall_seconds": wall, "run_seconds": run_seconds,
+               "done": stats["done"], "skipped": stats["skipped"], "workers": stats["workers"],
+               "interrupted": stats["interrupted"]}
+    writer.write(session)
