@@ -155,16 +155,19 @@ def _build(BM, U, SIM, GLOB):
         # (every thread of the block reaches every call, see the callers)
         @cuda.jit(**dev)
         def warp_allsum(acc, sh, red, tid):
+            # the reduction area holds BM x NT floats in the simulator (_layout)
+            NT = cuda.blockDim.x
             lane = tid % 32
             wb = tid - lane
             for b in range(BM):
-                sh[red + tid] = acc[b]
-                cuda.syncthreads()
+                sh[red + b * NT + tid] = acc[b]
+            cuda.syncthreads()
+            for b in range(BM):
                 s = _Z
                 for j in range(32):
-                    s += sh[red + wb + j]
-                cuda.syncthreads()
+                    s += sh[red + b * NT + wb + j]
                 acc[b] = s
+            cuda.syncthreads()
     else:
         @cuda.jit(**dev)
         def warp_allsum(acc, sh, red, tid):
@@ -865,7 +868,7 @@ def _layout(le, ld, BM, D, NT, kind):
 
     ``so[0]``, ``so[1]``: two ``BM x D`` batch buffers (training rotates the
     batch, dLoss/dy and the prefetched next batch through them); ``so[2]``: a
-    ``2 NT`` reduction area; ``so[3 + 2k]``, ``so[4 + 2k]``: layer ``k``'s
+    ``2 NT`` reduction area (``BM NT`` in the simulator); ``so[3 + 2k]``, ``so[4 + 2k]``: layer ``k``'s
     activations and dLoss/dz (``BM x width``; chain order encoder then
     decoder)."""
     widths = _widths(le, ld)
@@ -878,7 +881,7 @@ def _layout(le, ld, BM, D, NT, kind):
         so[1] = pos
         pos += BM * D
     so[2] = pos
-    pos += 2 * NT
+    pos += max(2, BM if _simulating() else 1) * NT
     for k, w in enumerate(widths):
         last = k == Lt - 1
         if kind == "eval" and last:

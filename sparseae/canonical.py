@@ -160,30 +160,45 @@ class CanonicalRun:
 
     def run_epoch(self) -> float:
         """Train one epoch, then maybe prune; return the epoch's mean batch L1."""
-        from sparseae.kernels import cpu
+        ctx = self.begin_epoch()
+        t0 = time.perf_counter()
+        loss = self.train(ctx)
+        self.train_seconds += time.perf_counter() - t0
+        return self.finish_epoch(ctx, loss)
 
+    def begin_epoch(self) -> dict:
+        """The epoch's lr and batch order (drawn from the run's Generator)."""
         c = self.config
-        lr = c.lr_at(self.epoch)
-        order = self.rng.permutation(self.data.train.shape[0])
-        e, d = self.model.encoder, self.model.decoder
         with_stats = c.operator == "variance"
         if with_stats:
             self._stats_e[...] = 0.0
             self._stats_d[...] = 0.0
-        t0 = time.perf_counter()
-        loss = cpu.train_epoch(
+        return {"lr": c.lr_at(self.epoch), "with_stats": with_stats,
+                "order": self.rng.permutation(self.data.train.shape[0])}
+
+    def train(self, ctx: dict) -> float:
+        """One epoch of training on the CPU; returns the mean batch L1."""
+        from sparseae.kernels import cpu
+
+        c = self.config
+        e, d = self.model.encoder, self.model.decoder
+        return float(cpu.train_epoch(
             e.params[0], e.mask[0], e.m[0], e.v[0], e.step[0:1], e.table,
             d.params[0], d.mask[0], d.m[0], d.v[0], d.step[0:1], d.table,
-            self.data.train, order, c.batch_size, lr, c.beta1, c.beta2, c.eps,
-            c.adam == "fresh", self._stats_e, self._stats_d, with_stats,
-        )
+            self.data.train, ctx["order"], c.batch_size, ctx["lr"], c.beta1, c.beta2, c.eps,
+            c.adam == "fresh", self._stats_e, self._stats_d, ctx["with_stats"],
+        ))
+
+    def finish_epoch(self, ctx: dict, loss: float) -> float:
+        """Maybe prune, record the epoch; return ``loss``."""
+        c = self.config
+        e, d = self.model.encoder, self.model.decoder
         t1 = time.perf_counter()
         pruned = self._maybe_prune()
-        self.train_seconds += t1 - t0
         self.prune_seconds += time.perf_counter() - t1
         self.steps += self._steps_per_epoch
         self.history["train_loss"].append(float(loss))
-        self.history["lr"].append(lr)
+        self.history["lr"].append(ctx["lr"])
         self.history["pruned"].append(pruned)
         self.history["preserved"].append(preserved_total(e, d, zeros=c.regrowth))
         if figure_epoch(self.epoch):

@@ -136,6 +136,7 @@ class LipiRun:
             self.decoders.init(self.rng, [k])
         self.work_e = Arena(self.arch.encoder_shapes(), 1)
         self.work_d = Arena(self.arch.decoder_shapes(), 1)
+        self.wi = 0  # the work row (see bind_work)
         self.cell_lr = np.full(N, float(config.lr))
         self.order = np.arange(N, dtype=np.int64)
         self.operators = config.cell_operators()
@@ -158,60 +159,102 @@ class LipiRun:
         n = self.data.train.shape[0]
         return self.data.train[self.rng.choice(n, self.config.batch_size, replace=False)]
 
-    def step_cell(self, cell: int) -> dict:
-        """Run steps 1-6 for one cell; return its record."""
+    def bind_work(self, work_e: Arena, work_d: Arena, row: int, stats_e, stats_d) -> None:
+        """Train the selected pair in row ``row`` of shared work arenas (and
+        shared VARIANCE accumulators), so that many runs' pairs sit in one
+        array a batched backend trains in one call.  Results do not change."""
+        self.work_e, self.work_d, self.wi = work_e, work_d, row
+        self._stats_e, self._stats_d = stats_e, stats_d
+
+    def begin_cell(self, cell: int) -> dict:
+        """Steps 1-3 for one cell: neighbourhood, all-pairs L1, tournament; the
+        winning pair is copied to the work row, ready for :meth:`train_cell`."""
         from sparseae.kernels import cpu
 
         c = self.config
-        E, D, we, wd = self.encoders, self.decoders, self.work_e, self.work_d
+        E, D, wi = self.encoders, self.decoders, self.wi
         idx = neighbourhood(cell, self.n_cells, c.radius)
         losses = cpu.all_pairs_l1(E.params[idx], E.table, D.params[idx], D.table, self._batch())
         fitness = best_case_fitness(losses)
         win = tournament(fitness, self.rng)
         src = int(idx[win])
-        we.copy_row(0, src, source=E)
-        wd.copy_row(0, src, source=D)
+        self.work_e.copy_row(wi, src, source=E)
+        self.work_d.copy_row(wi, src, source=D)
         operator = self.operators[cell]
         with_stats = operator == "variance"
         if with_stats:
             self._stats_e[...] = 0.0
             self._stats_d[...] = 0.0
-        order = self.rng.permutation(self.data.train.shape[0])
+        return {"cell": cell, "selection_loss": float(fitness[win]), "operator": operator,
+                "with_stats": with_stats, "lr": float(self.cell_lr[cell]),
+                "order": self.rng.permutation(self.data.train.shape[0])}
+
+    def train_cell(self, ctx: dict) -> None:
+        """Step 4 on the CPU: one epoch of training of the work pair."""
+        from sparseae.kernels import cpu
+
+        c = self.config
+        we, wd, wi = self.work_e, self.work_d, self.wi
         t0 = time.perf_counter()
         cpu.train_epoch(
-            we.params[0], we.mask[0], we.m[0], we.v[0], we.step[0:1], we.table,
-            wd.params[0], wd.mask[0], wd.m[0], wd.v[0], wd.step[0:1], wd.table,
-            self.data.train, order, c.batch_size, self.cell_lr[cell], c.beta1, c.beta2, c.eps,
-            c.adam == "fresh", self._stats_e, self._stats_d, with_stats,
+            we.params[wi], we.mask[wi], we.m[wi], we.v[wi], we.step[wi:wi + 1], we.table,
+            wd.params[wi], wd.mask[wi], wd.m[wi], wd.v[wi], wd.step[wi:wi + 1], wd.table,
+            self.data.train, ctx["order"], c.batch_size, ctx["lr"], c.beta1, c.beta2, c.eps,
+            c.adam == "fresh", self._stats_e, self._stats_d, ctx["with_stats"],
         )
         self.train_seconds += time.perf_counter() - t0
+
+    def finish_cell(self, ctx: dict) -> dict:
+        """Steps 5-6: evaluate, maybe prune, replace the centre, mutate the lr."""
+        from sparseae.kernels import cpu
+
+        c = self.config
+        E, D, we, wd, wi = self.encoders, self.decoders, self.work_e, self.work_d, self.wi
+        cell, operator = ctx["cell"], ctx["operator"]
         self.steps += self._steps_per_epoch
         batch = self._batch()
-        replacement = float(cpu.evaluate_l1(we.params[0], we.table, wd.params[0], wd.table,
+        replacement = float(cpu.evaluate_l1(we.params[wi], we.table, wd.params[wi], wd.table,
                                             batch, batch.shape[0]))
         pruned = 0
         if operator != "none":
             n = 2 * c.radius + 1
             p = probability(c.schedule, c.prune_probability, self.epoch, c.final_epoch(), n)
             if p > self.rng.random():
-                pruned = prune_event(c, operator, we, wd, 0, 0, self.rng, self.data,
+                pruned = prune_event(c, operator, we, wd, wi, wi, self.rng, self.data,
                                      self._stats_e, self._stats_d)
-        E.copy_row(cell, 0, source=we)
-        D.copy_row(cell, 0, source=wd)
+        E.copy_row(cell, wi, source=we)
+        D.copy_row(cell, wi, source=wd)
         self.cell_lr[cell] = mutate_lr(self.cell_lr[cell], c.lr_sigma, self.rng)
-        return {"selection_loss": float(fitness[win]), "replacement_loss": replacement,
+        return {"selection_loss": ctx["selection_loss"], "replacement_loss": replacement,
                 "lr": float(self.cell_lr[cell]),
                 "preserved": preserved_total(E, D, cell, cell, c.regrowth), "pruned": pruned}
+
+    def step_cell(self, cell: int) -> dict:
+        """Run steps 1-6 for one cell; return its record."""
+        ctx = self.begin_cell(cell)
+        self.train_cell(ctx)
+        return self.finish_cell(ctx)
 
     def run_epoch(self) -> None:
         """Visit every cell once in the current order, record, reshuffle."""
         t0 = time.perf_counter()
-        N = self.n_cells
-        rec = {k: np.zeros(N) for k in CELL_SERIES}
+        rec = self.begin_epoch()
         for cell in self.order:
-            r = self.step_cell(int(cell))
-            for k in CELL_SERIES:
-                rec[k][cell] = r[k]
+            self.record(rec, int(cell), self.step_cell(int(cell)))
+        self.end_epoch(rec, time.perf_counter() - t0)
+
+    def begin_epoch(self) -> dict:
+        return {k: np.zeros(self.n_cells) for k in CELL_SERIES}
+
+    @staticmethod
+    def record(rec: dict, cell: int, r: dict) -> None:
+        for k in CELL_SERIES:
+            rec[k][cell] = r[k]
+
+    def end_epoch(self, rec: dict, seconds: float) -> None:
+        """Record the epoch's cell and population series, reshuffle the order."""
+        t0 = time.perf_counter()
+        N = self.n_cells
         for k in CELL_SERIES:
             self.history[k].append(rec[k])
         h = self.history
@@ -233,7 +276,7 @@ class LipiRun:
                                                for k in range(N)])))
         self.order = self.rng.permutation(N)
         self.epoch += 1
-        self.seconds += time.perf_counter() - t0
+        self.seconds += seconds + time.perf_counter() - t0
 
     def run(self, callback=None, stop=None) -> dict:
         """Train the remaining epochs (``callback(run)`` after each; stop
