@@ -97,7 +97,7 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--profile", default="default")
     ap.add_argument("fields", nargs="*", help="FIELD=VALUE config overrides (quality)")
-    a = ap.parse_args(argv)
+    a = ap.parse_intermixed_args(argv)
     if a.what == "speed":
         speed(a.epochs or 30, a.profile)
     elif a.what == "memory":

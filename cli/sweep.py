@@ -60,7 +60,8 @@ def sweep(spec_path, trials, workers, out, quiet, as_json):
         def on_progress(done, total, eta):
             nonlocal bar
             if done == 0:
-                bar = stack.enter_context(progress(total, "sweep", quiet or as_json))
+                if total:
+                    bar = stack.enter_context(progress(total, "sweep", quiet or as_json))
             elif bar is not None:
                 bar.update(1)
 

@@ -53,7 +53,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import types as _nbt
 
 from sparseae._options import (
     COL_ACT,
@@ -92,11 +91,6 @@ _F = np.float32
 _Z = np.float32(0.0)
 _ONE = np.float32(1.0)
 _INF = np.float32(np.inf)
-# element types of local and shared arrays (numba types work on the GPU and
-# in the simulator alike)
-_f32 = _nbt.float32
-_u8 = _nbt.uint8
-_i64 = _nbt.int64
 
 
 # ------------------------------------------------------------------ availability
@@ -148,6 +142,12 @@ def _build(BM, U, SIM, GLOB):
     arrays), ``U`` unroll, ``SIM`` simulator (no warp shuffles), ``GLOB``
     per-block buffers in global scratch instead of shared memory."""
     dev = dict(device=True, fastmath=CUDA_FASTMATH)
+    # element types of local and shared arrays: numpy scalar types on the GPU,
+    # dtype instances in the simulator (its dynamic shared array needs .itemsize)
+    _f32 = np.dtype(np.float32) if SIM else np.float32
+    _u8 = np.dtype(np.uint8) if SIM else np.uint8
+    _i64 = np.dtype(np.int64) if SIM else np.int64
+    NST = 3 * MAX_LAYERS  # CONJUNCTIVE state (seen, count, stopped) per layer
     FULL = 0xFFFFFFFF
 
     if SIM:
@@ -783,7 +783,7 @@ def _build(BM, U, SIM, GLOB):
             sh = scratch[p]
         else:
             sh = cuda.shared.array(0, _f32)
-        state = cuda.shared.array(3 * MAX_LAYERS, _i64)
+        state = cuda.shared.array(NST, _i64)
         Le = le.shape[0]
         Lt = Le + ld.shape[0]
         PEp = PE[p]

@@ -23,7 +23,7 @@ line naming the file, the variant and the field).
 
 :func:`run_sweep` runs every (variant, trial) as an independent run in local
 worker processes; the parent process is the only writer of one HDF5 results
-file (layout in :data:`FORMAT`'s docs below).
+file, laid out as follows.
 
 Results file
 ------------

@@ -656,13 +656,19 @@ def test_sigkill_during_checkpoint_loop_leaves_a_loadable_checkpoint(tmp_path):
 def test_ctrl_c_checkpoints_and_exits_130(tmp_path):
     path = tmp_path / "c.h5"
     cmd = [sys.executable, "-m", "sparseae", "train", *TINY_ARGS, "--epochs", "100000",
-           "--checkpoint", "c.h5", "--quiet", "--operator", "magnitude", "--prune-amount", "1"]
+           "--checkpoint", "c.h5", "--checkpoint-every", "20", "--quiet", "--operator",
+           "magnitude", "--prune-amount", "1"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+
+    def trained_some_epochs():
+        # the first checkpoint is written before training starts; wait for a periodic one
+        return proc.poll() is not None or (path.exists() and ckpt_io.load(path).state["epoch"] > 0)
+
     try:
-        _wait_for(lambda: path.exists() or proc.poll() is not None, 60, "c.h5")
+        _wait_for(trained_some_epochs, 120, "a checkpoint after some epochs")
         assert proc.poll() is None, proc.communicate()
-        time.sleep(1.0)
+        time.sleep(0.5)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
