@@ -834,7 +834,9 @@ def _build(BM, U, SIM, GLOB):
             if done:
                 break
 
-    return dict(train=train, evaluate=evaluate, conjunctive=conjunctive)
+    return dict(train=train, evaluate=evaluate, conjunctive=conjunctive,
+                _dev=dict(update_rows=update_rows, fwd_col=fwd_col, fwd_row=fwd_row,
+                          dx_col=dx_col, bias_cols=bias_cols, emit=emit))
 
 
 _BUILT = {}

@@ -292,15 +292,6 @@ def test_two_workers_give_the_same_results_as_one(tmp_path):
             np.testing.assert_array_equal(x["history"][key], y["history"][key])
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 CPU cores")
-def test_two_workers_run_in_parallel(tmp_path):
-    spec = {"trials": 8, "base": dict(clusters=5, dim=200, per_cluster=40, epochs=150,
-                                      population=4, operator="random")}
-    stats = sw.run_sweep(spec, tmp_path / "r.h5", workers=2)
-    assert stats["done"] == 8
-    assert stats["wall_seconds"] <= 0.6 * stats["run_seconds"], stats
-
-
 def test_cli_sweep_default_output_and_summary(tmp_path):
     path = write(tmp_path, json_to_toml(mixed_spec(trials=1)), name="exp.toml")
     r = invoke("sweep", path, "--workers", "1", "--json")
