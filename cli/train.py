@@ -65,13 +65,13 @@ def _amount(value):
               help="Generated data: bit-flip probability.")
 @click.option("--data-seed", type=click.IntRange(min=0), default=None,
               help="Generated data: seed (default: --seed).")
-@click.option("--operator", default=_D.operator, show_default=True,
+@click.option("--operator", default=None,
               help=f"Pruning operator: {', '.join(OPERATORS)}; Lipi-AE-S takes a comma-separated "
-                   "list assigned to cells round-robin.")
+                   "list assigned to cells round-robin.  [default: random (lipi), none (canonical)]")
 @click.option("--schedule", type=click.Choice(list(SCHEDULES)), default=_D.schedule,
               show_default=True, help="Pruning probability schedule p(t).")
-@click.option("--prune-probability", type=_UNIT, default=_D.prune_probability, show_default=True,
-              help="P0 of the schedule.")
+@click.option("--prune-probability", type=_UNIT, default=None,
+              help="P0 of the schedule.  [default: 0.05 (lipi), 0.5 (canonical)]")
 @click.option("--prune-amount", default=str(_D.prune_amount), show_default=True,
               help="Fraction of live entries per tensor (RANDOM, VARIANCE, MAGNITUDE) or a count.")
 @click.option("--threshold", type=_UNIT, default=_D.threshold, show_default=True,

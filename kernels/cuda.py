@@ -70,15 +70,20 @@ TPB_TRAIN = 256
 #: Threads per block of the evaluation and CONJUNCTIVE kernels.
 TPB_EVAL = 128
 #: Samples forwarded together by :func:`evaluate_l1_many` / :func:`all_pairs_l1`.
-EVAL_CHUNK = 8
-#: Columns a lane (or a thread) handles per memory round trip.
+EVAL_CHUNK = 4
+#: Columns a lane handles per memory round trip (row-wise passes).
 UNROLL = 4
+#: Weight rows a thread reads per memory round trip (column-wise passes).
+ROW_UNROLL = 8
 #: Dynamic shared memory per block the kernels may ask for (bytes).  Above it
 #: the per-block buffers live in a global scratch row instead (slower).
 SHARED_BYTES = 48 * 1024 - 2048
 #: Most layers a half may have (the CONJUNCTIVE kernel keeps per-layer state
 #: in a static shared array).
 MAX_LAYERS = 32
+#: Register cap of the training kernel (None: the compiler's choice).  The
+#: fused kernel is register hungry; a cap trades spills for resident blocks.
+TRAIN_MAX_REGISTERS = None
 #: fastmath for the device code (False: IEEE division and square root, as
 #: close to the CPU kernels as float32 allows).
 CUDA_FASTMATH = False
@@ -137,10 +142,11 @@ def require() -> None:
 # ------------------------------------------------------------------ kernels
 
 
-def _build(BM, U, SIM, GLOB):
+def _build(BM, U, RU, SIM, GLOB, MAXREG=None):
     """Compile-time specialised kernels: ``BM`` samples per batch (register
-    arrays), ``U`` unroll, ``SIM`` simulator (no warp shuffles), ``GLOB``
-    per-block buffers in global scratch instead of shared memory."""
+    arrays), ``U`` / ``RU`` unrolls, ``SIM`` simulator (no warp shuffles), ``GLOB``
+    per-block buffers in global scratch instead of shared memory, ``MAXREG``
+    register cap of the training kernel."""
     dev = dict(device=True, fastmath=CUDA_FASTMATH)
     # element types of local and shared arrays: numpy scalar types on the GPU,
     # dtype instances in the simulator (its dynamic shared array needs .itemsize)
@@ -199,11 +205,7 @@ def _build(BM, U, SIM, GLOB):
 
         mode 0: hidden layer (stats, activation, store at ``zo``); 1: training
         output (also L1 and dLoss/dz at ``do``); 2: evaluation output (L1
-        only); 3: store ``z`` raw (CONJUNCTIVE).  Returns ``|y - x|`` (0 for
-        hidden layers and padding samples)."""
-        if mode == 3:
-            sh[zo + b * W + o] = z
-            return _Z
+        only).  Returns ``|y - x|`` (0 for hidden layers and padding samples)."""
         if with_stats and b < B:
             zd = np.float64(z)
             st[u0 + o, 1] += zd
@@ -237,12 +239,11 @@ def _build(BM, U, SIM, GLOB):
         return abs(d)
 
     @cuda.jit(**dev)
-    def fwd_row(Pp, w0, b0, R, C, hin, zo, sh, red, B, mode, act, st, u0, with_stats,
-                xo, do, scale, tid, NW):
-        """Layer stored (out, in): R = n_out rows of C = n_in; a warp per row."""
+    def fwd_row(Pp, w0, b0, R, C, hin, zo, sh, red, tid, NW):
+        """Pre-activations of a layer stored (out, in) (R = n_out rows of
+        C = n_in) -> ``zo`` (B x R): a warp per row, lanes along the row."""
         lane = tid % 32
         warp = tid // 32
-        lp = _Z
         acc = cuda.local.array(BM, _f32)
         wv = cuda.local.array(U, _f32)
         rounds = (R + NW - 1) // NW
@@ -262,95 +263,78 @@ def _build(BM, U, SIM, GLOB):
                             for b in range(BM):
                                 acc[b] += wv[u] * sh[hin + b * C + c]
             warp_allsum(acc, sh, red, tid)  # every thread, every round
-            if r < R and lane == 0:
+            if r < R:
                 bias = Pp[b0 + r]
                 for b in range(BM):
-                    lp += emit(acc[b] + bias, b, r, R, zo, sh, B, mode, act, st, u0,
-                               with_stats, xo, do, scale)
-        return lp
+                    if lane == b % 32:
+                        sh[zo + b * R + r] = acc[b] + bias
 
     @cuda.jit(**dev)
-    def fwd_col(Pp, w0, b0, R, C, hin, zo, sh, B, mode, act, st, u0, with_stats,
-                xo, do, scale, tid, NT):
-        """Layer stored (in, out): R = n_in rows of C = n_out; a thread per column."""
-        lp = _Z
-        acc = cuda.local.array((U, BM), _f32)
-        wa = cuda.local.array(U, _f32)
-        wb = cuda.local.array(U, _f32)
-        for c0 in range(tid, C, NT * U):
-            for u in range(U):
-                c = c0 + NT * u
-                bias = Pp[b0 + c] if c < C else _Z
-                for b in range(BM):
-                    acc[u, b] = bias
-            for r in range(0, R, 2):
-                two = r + 1 < R
-                for u in range(U):
-                    c = c0 + NT * u
-                    wa[u] = Pp[w0 + r * C + c] if c < C else _Z
-                    wb[u] = Pp[w0 + (r + 1) * C + c] if (two and c < C) else _Z
-                for b in range(BM):
-                    ha = sh[hin + b * R + r]
-                    for u in range(U):
-                        acc[u, b] += ha * wa[u]
-                if two:
-                    for b in range(BM):
-                        hb = sh[hin + b * R + r + 1]
-                        for u in range(U):
-                            acc[u, b] += hb * wb[u]
-            for u in range(U):
-                c = c0 + NT * u
-                if c < C:
-                    for b in range(BM):
-                        lp += emit(acc[u, b], b, c, C, zo, sh, B, mode, act, st, u0,
-                                   with_stats, xo, do, scale)
-        return lp
+    def fwd_col(Pp, w0, b0, R, C, hin, zo, sh, tid, NT):
+        """Pre-activations of a layer stored (in, out) (R = n_in rows of
+        C = n_out) -> ``zo`` (B x C): a thread per output column, ``RU`` rows
+        per memory round trip."""
+        acc = cuda.local.array(BM, _f32)
+        wr = cuda.local.array(RU, _f32)
+        for c in range(tid, C, NT):
+            bias = Pp[b0 + c]
+            for b in range(BM):
+                acc[b] = bias
+            for r0 in range(0, R, RU):
+                for j in range(RU):
+                    r = r0 + j
+                    wr[j] = Pp[w0 + r * C + c] if r < R else _Z
+                for j in range(RU):
+                    r = r0 + j
+                    if r < R:
+                        for b in range(BM):
+                            acc[b] += sh[hin + b * R + r] * wr[j]
+            for b in range(BM):
+                sh[zo + b * C + c] = acc[b]
 
     @cuda.jit(**dev)
-    def fwd_layer(Pp, tab, kk, hin, zo, sh, red, B, mode, st, with_stats, xo, do, scale,
-                  tid, NT):
-        n_in = tab[kk, COL_IN]
-        n_out = tab[kk, COL_OUT]
+    def fwd_layer(Pp, tab, kk, hin, zo, sh, red, tid, NT):
+        """Pre-activations of layer ``kk`` of ``tab`` for BM samples -> ``zo``."""
         if tab[kk, COL_T] == 0:
-            return fwd_row(Pp, tab[kk, COL_W], tab[kk, COL_B], n_out, n_in, hin, zo, sh, red,
-                           B, mode, tab[kk, COL_ACT], st, tab[kk, COL_UNIT], with_stats,
-                           xo, do, scale, tid, NT // 32)
-        return fwd_col(Pp, tab[kk, COL_W], tab[kk, COL_B], n_in, n_out, hin, zo, sh, B,
-                       mode, tab[kk, COL_ACT], st, tab[kk, COL_UNIT], with_stats, xo, do,
-                       scale, tid, NT)
+            fwd_row(Pp, tab[kk, COL_W], tab[kk, COL_B], tab[kk, COL_OUT], tab[kk, COL_IN],
+                    hin, zo, sh, red, tid, NT // 32)
+        else:
+            fwd_col(Pp, tab[kk, COL_W], tab[kk, COL_B], tab[kk, COL_IN], tab[kk, COL_OUT],
+                    hin, zo, sh, tid, NT)
+
+    @cuda.jit(**dev)
+    def post(sh, zo, W, B, mode, act, st, u0, with_stats, xo, scale, tid, NT):
+        """Per unit (a thread each, samples in order): statistics, activation
+        and, for the output layer, L1 and dLoss/dz -- in place at ``zo``
+        (see ``emit``).  Returns this thread's sum of ``|y - x|``."""
+        lp = _Z
+        for o in range(tid, W, NT):
+            for b in range(BM):
+                lp += emit(sh[zo + b * W + o], b, o, W, zo, sh, B, mode, act, st, u0,
+                           with_stats, xo, zo, scale)
+        return lp
 
     @cuda.jit(**dev)
     def dx_col(Pp, w0, R, C, dz, hp, dx, sh, tid, NT):
         """dLoss/dx through a layer stored (out, in) (R = n_out, C = n_in), with
         the previous layer's ReLU mask: a thread per input column."""
-        acc = cuda.local.array((U, BM), _f32)
-        wa = cuda.local.array(U, _f32)
-        wb = cuda.local.array(U, _f32)
-        for c0 in range(tid, C, NT * U):
-            for u in range(U):
-                for b in range(BM):
-                    acc[u, b] = _Z
-            for o in range(0, R, 2):
-                two = o + 1 < R
-                for u in range(U):
-                    c = c0 + NT * u
-                    wa[u] = Pp[w0 + o * C + c] if c < C else _Z
-                    wb[u] = Pp[w0 + (o + 1) * C + c] if (two and c < C) else _Z
-                for b in range(BM):
-                    da = sh[dz + b * R + o]
-                    for u in range(U):
-                        acc[u, b] += da * wa[u]
-                if two:
-                    for b in range(BM):
-                        db = sh[dz + b * R + o + 1]
-                        for u in range(U):
-                            acc[u, b] += db * wb[u]
-            for u in range(U):
-                c = c0 + NT * u
-                if c < C:
-                    for b in range(BM):
-                        h = sh[hp + b * C + c]
-                        sh[dx + b * C + c] = acc[u, b] if h > _Z else _Z
+        acc = cuda.local.array(BM, _f32)
+        wr = cuda.local.array(RU, _f32)
+        for c in range(tid, C, NT):
+            for b in range(BM):
+                acc[b] = _Z
+            for o0 in range(0, R, RU):
+                for j in range(RU):
+                    o = o0 + j
+                    wr[j] = Pp[w0 + o * C + c] if o < R else _Z
+                for j in range(RU):
+                    o = o0 + j
+                    if o < R:
+                        for b in range(BM):
+                            acc[b] += sh[dz + b * R + o] * wr[j]
+            for b in range(BM):
+                h = sh[hp + b * C + c]
+                sh[dx + b * C + c] = acc[b] if h > _Z else _Z
 
     @cuda.jit(**dev)
     def update_rows(Pp, Mk, Mm, Vv, w0, b0, R, C, t, roff, coff, want_dx, dxo, hpo,
@@ -468,15 +452,6 @@ def _build(BM, U, SIM, GLOB):
                 Vv[k] = v1
 
     @cuda.jit(**dev)
-    def post_act(sh, zo, W, B, act, st, u0, with_stats, tid, NT):
-        """Statistics + activation of pre-activations already at ``zo`` (the
-        first layer's, computed by the previous step's fused update)."""
-        for o in range(tid, W, NT):
-            for b in range(BM):
-                emit(sh[zo + b * W + o], b, o, W, zo, sh, B, 0, act, st, u0, with_stats,
-                     0, 0, _ONE)
-
-    @cuda.jit(**dev)
     def load_batch(X, orow, start, B, sh, off, D, tid, NT):
         for b in range(BM):
             if b < B:
@@ -573,7 +548,11 @@ def _build(BM, U, SIM, GLOB):
 
     # ------------------------------------------------------------ kernels
 
-    @cuda.jit(fastmath=CUDA_FASTMATH)
+    tj = dict(fastmath=CUDA_FASTMATH)
+    if MAXREG and not SIM:
+        tj["max_registers"] = MAXREG
+
+    @cuda.jit(**tj)
     def train(PE, ME, mE, vE, stepE, le, PD, MD, mD, vD, stepD, ld, X, orders,
               batch_size, lrs, beta1, beta2, eps, fresh, stats_e, stats_d, with_stats,
               so, part, losses, scratch):
@@ -652,13 +631,13 @@ def _build(BM, U, SIM, GLOB):
                     kk = k - Le
                     st = stats_d[sp]
                 hin = x_cur if k == 0 else so[1 + 2 * k]
-                mode = 1 if k == Lt - 1 else 0
-                if k == 0 and fuse0 and s > 0:
-                    post_act(sh, so[3], tab[0, COL_OUT], B, tab[0, COL_ACT], st,
-                             tab[0, COL_UNIT], with_stats, tid, NT)
-                else:
-                    lp += fwd_layer(Pp, tab, kk, hin, so[3 + 2 * k], sh, red, B, mode, st,
-                                    with_stats, x_cur, x_oth, scale, tid, NT)
+                last = k == Lt - 1
+                zo = x_oth if last else so[3 + 2 * k]
+                if not (k == 0 and fuse0 and s > 0):  # else: done by the fused update
+                    fwd_layer(Pp, tab, kk, hin, zo, sh, red, tid, NT)
+                    cuda.syncthreads()
+                lp += post(sh, zo, tab[kk, COL_OUT], B, 1 if last else 0, tab[kk, COL_ACT], st,
+                           tab[kk, COL_UNIT], with_stats, x_cur, scale, tid, NT)
                 cuda.syncthreads()
             lacc += np.float64(lp) * np.float64(scale)
             # ---- backward + Adam, last layer first
@@ -761,9 +740,11 @@ def _build(BM, U, SIM, GLOB):
                     tab = ld
                     kk = k - Le
                 hin = x0 if k == 0 else so[1 + 2 * k]
-                mode = 2 if k == Lt - 1 else 0
-                lp += fwd_layer(Pp, tab, kk, hin, so[3 + 2 * k], sh, red, B, mode, st, False,
-                                x0, 0, _ONE, tid, NT)
+                zo = so[3 + 2 * k]
+                fwd_layer(Pp, tab, kk, hin, zo, sh, red, tid, NT)
+                cuda.syncthreads()
+                lp += post(sh, zo, tab[kk, COL_OUT], B, 2 if k == Lt - 1 else 0,
+                           tab[kk, COL_ACT], st, 0, False, x0, _ONE, tid, NT)
                 cuda.syncthreads()
             lacc += np.float64(lp)
         part[q, tid] = lacc
@@ -815,7 +796,7 @@ def _build(BM, U, SIM, GLOB):
                 hin = x0 if k == 0 else so[1 + 2 * k]
                 zo = so[3 + 2 * k]
                 W = tab[kk, COL_OUT]
-                fwd_layer(Pp, tab, kk, hin, zo, sh, red, 1, 3, st, False, 0, 0, _ONE, tid, NT)
+                fwd_layer(Pp, tab, kk, hin, zo, sh, red, tid, NT)
                 cuda.syncthreads()
                 conj_update(sh, zo, W, mk, tab[kk, COL_UNIT], state, k, thr, red, tid, NT)
                 act = tab[kk, COL_ACT]
@@ -836,7 +817,7 @@ def _build(BM, U, SIM, GLOB):
 
     return dict(train=train, evaluate=evaluate, conjunctive=conjunctive,
                 _dev=dict(update_rows=update_rows, fwd_col=fwd_col, fwd_row=fwd_row,
-                          dx_col=dx_col, bias_cols=bias_cols, emit=emit))
+                          dx_col=dx_col, bias_cols=bias_cols, emit=emit, post=post))
 
 
 _BUILT = {}
@@ -845,9 +826,10 @@ _BUILT = {}
 def _kernels(BM, glob):
     _numba_cuda()
     sim = _simulating()
-    key = (int(BM), bool(glob), int(UNROLL), sim, bool(CUDA_FASTMATH))
+    maxreg = int(TRAIN_MAX_REGISTERS) if TRAIN_MAX_REGISTERS else None
+    key = (int(BM), bool(glob), int(UNROLL), int(ROW_UNROLL), sim, bool(CUDA_FASTMATH), maxreg)
     if key not in _BUILT:
-        _BUILT[key] = _build(int(BM), int(UNROLL), sim, bool(glob))
+        _BUILT[key] = _build(int(BM), int(UNROLL), int(ROW_UNROLL), sim, bool(glob), maxreg)
     return _BUILT[key]
 
 
@@ -885,11 +867,8 @@ def _layout(le, ld, BM, D, NT, kind):
     so[2] = pos
     pos += max(2, BM if _simulating() else 1) * NT
     for k, w in enumerate(widths):
-        last = k == Lt - 1
-        if kind == "eval" and last:
-            continue
-        if kind == "train" and last:
-            continue
+        if kind == "train" and k == Lt - 1:
+            continue  # the output layer works in the second batch buffer
         so[3 + 2 * k] = pos
         pos += BM * w
         if kind == "train":

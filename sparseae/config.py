@@ -17,8 +17,12 @@ from sparseae.errors import ConfigError
 
 PROFILES = ("default", "gecco25")
 PARADIGMS = ("lipi", "canonical")
-#: Default learning rate per paradigm (README, "Defaults": chosen from measurements).
-DEFAULT_LR = {"canonical": 1e-3, "lipi": 3e-3}
+#: Defaults per paradigm for the fields left at None (README, "Defaults": chosen from
+#: measurements).  Lipi-AE-S prunes by default (the paper's method); canonical does not.
+PARADIGM_DEFAULTS = {
+    "canonical": {"lr": 1e-3, "operator": "none", "prune_probability": 0.5},
+    "lipi": {"lr": 3e-3, "operator": "random", "prune_probability": 0.05},
+}
 
 
 #: The gecco25 profile: the reference code's behaviour and the paper's settings
@@ -29,7 +33,7 @@ GECCO25 = dict(
     variance_direction="high", variance_draws="per_entry", heldout_source="test_reference",
     structural=False, schedule_t="reference",
     epochs=400, lr=1e-5, batch_size=5, population=10, radius=1, threshold=0.1,
-    prune_probability=0.5, prune_amount=0.1, seed=1,
+    operator="none", prune_probability=0.5, prune_amount=0.1, seed=1,
 )
 
 
@@ -64,9 +68,11 @@ class TrainConfig:
     # user data: path of an .h5/.npz file with train/test[/validation] (None = generate)
     data: str | None = None
     # pruning (ALGORITHM.md sections 3-4)
-    operator: str = "none"
+    #: pruning operator (comma-separated: one per cell, round-robin); None = paradigm default
+    operator: str | None = None
     schedule: str = "exponential"
-    prune_probability: float = 0.5
+    #: P0 of the schedule; None = the paradigm's default
+    prune_probability: float | None = None
     prune_amount: float = 0.1
     threshold: float = 0.1
     heldout: int = 100
@@ -108,8 +114,9 @@ class TrainConfig:
         _int("epochs", self.epochs, 1)
         _int("batch_size", self.batch_size, 1)
         _int("seed", self.seed, 0)
-        if self.lr is None:
-            self.lr = DEFAULT_LR[self.paradigm]
+        for name, value in PARADIGM_DEFAULTS[self.paradigm].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         _float("lr", self.lr, 0.0, 10.0, lo_open=True)
         _float("beta1", self.beta1, 0.0, 1.0, hi_open=True)
         _float("beta2", self.beta2, 0.0, 1.0, hi_open=True)
@@ -168,7 +175,7 @@ class TrainConfig:
         base = {"profile": profile}
         if profile == "gecco25":
             paradigm = fields.get("paradigm", cls.paradigm)
-            operator = str(fields.get("operator", cls.operator))
+            operator = str(fields.get("operator") or "none")
             base.update(GECCO25)
             base["adam"] = "fresh" if paradigm == "lipi" else "persistent"
             if operator.split(",")[0] == "variance":
