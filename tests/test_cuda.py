@@ -180,8 +180,12 @@ else:
                                    X, orders, bs, lrs, B1, B2, EPS, fresh, se, sd, with_stats)
 
     def assert_same_state(ga, ca, fresh):
+        """Same Adam state as the CPU kernels.  The tolerance on the weights is
+        the CPU suite's against the oracle: Adam divides the gradient by its
+        own size, so a gradient near ``eps`` turns float32 rounding of the sums
+        (different order, with or without FMA) into ~1e-5 differences."""
         for g, c in ((ga, ca),):
-            np.testing.assert_allclose(g.params, c.params, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(g.params, c.params, rtol=1e-4, atol=1e-5)
             np.testing.assert_array_equal(g.step, c.step)
             if fresh:
                 assert not g.m.any() and not g.v.any()
