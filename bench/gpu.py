@@ -1,0 +1,543 @@
+"""GPU check and benchmark of sparseae's numba.cuda kernels (``kernels/cuda.py``).
+
+Run on a machine with an NVIDIA GPU, from the repository root, without
+installing the package::
+
+    PYTHONPATH=. python3 -m bench.gpu            # or: python3 bench/gpu.py
+    PYTHONPATH=. python3 -m bench.gpu --quick    # fewer sizes and repeats
+
+(If numba-cuda cannot compile with the installed numpy -- numba-cuda 0.30.4
+with numpy 2.5 fails with ``module 'numpy' has no attribute 'row_stack'`` --
+put numpy 2.4 first on the path: ``PYTHONPATH=/tmp/site:.``; see
+``shared/GPU.md``.)
+
+1. Checks, CUDA against the CPU kernels on random inputs: the default
+   architecture (encoder 1000-30-10, decoder 10-30-1000), binary data
+   1000 x 1000, a few pairs with 30 % of the weights pruned, persistent and
+   fresh Adam, fused VARIANCE statistics; ``evaluate_l1_many``,
+   ``all_pairs_l1`` and ``conjunctive_marks_many`` likewise.  Prints max
+   relative differences (``max|gpu - cpu| / max|cpu|`` per array).
+2. Kernel variants (threads per block, register cap) timed on one epoch at
+   P = 300; the fastest is used for the rest.
+3. Timing (medians after warm-up, CUDA events around the launch, arrays
+   resident on the GPU): one training step (batch 5) and one epoch (1000
+   samples, batch 5: 200 steps) for P = 1, 10, 300, 3000 networks; ms per
+   step and network-steps per second.  Plus one epoch at P = 300 through the
+   numpy interface (host copies in and out) for comparison.
+
+Prints a short table last; writes every number to ``$OUT/gpu.json`` when
+``OUT`` is set (or to ``--json FILE``).  A size that fails is reported, not
+fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+# numba-cuda's occupancy and implicit-copy warnings would drown the report
+os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")
+os.environ.setdefault("NUMBA_CUDA_WARN_ON_IMPLICIT_COPY", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+
+def _import_kernels():
+    """``sparseae.kernels`` lives in ``kernels/`` (setup.cfg's package_dir): map
+    it by hand when the checkout is on PYTHONPATH but not installed."""
+    try:
+        from sparseae.kernels import cpu  # noqa: F401
+    except ModuleNotFoundError:
+        import sparseae
+
+        spec = importlib.util.spec_from_file_location(
+            "sparseae.kernels", REPO / "kernels" / "__init__.py",
+            submodule_search_locations=[str(REPO / "kernels")])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["sparseae.kernels"] = mod
+        spec.loader.exec_module(mod)
+        sparseae.kernels = mod
+    from sparseae.kernels import cpu, cuda
+
+    return cpu, cuda
+
+
+cpu, ck = _import_kernels()
+from sparseae._options import ADAM_BETAS, ADAM_EPS  # noqa: E402
+from sparseae.model import Architecture, Arena  # noqa: E402
+
+B1, B2 = ADAM_BETAS
+EPS = ADAM_EPS
+LR = 1e-3
+BATCH = 5
+N_SAMPLES = 1000
+DIM = 1000
+SIZES = (1, 10, 300, 3000)
+ARCH = "default"
+STEPS = 200  # one epoch: N_SAMPLES / BATCH
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+# ------------------------------------------------------------------ inputs
+
+
+def binary_data(rng, n=None, d=None):
+    """Binary data with cluster structure (as the paper's generator)."""
+    n = N_SAMPLES if n is None else n
+    d = DIM if d is None else d
+    centres = rng.random((10, d)) < 0.5
+    lab = rng.integers(0, 10, n)
+    flip = rng.random((n, d)) < 0.1
+    return (centres[lab] ^ flip).astype(np.float32)
+
+
+def population(P, rng, prune=0.3, distinct=16, adam=False):
+    """``P`` default-architecture pairs (``distinct`` different ones, tiled),
+    ``prune`` of every row pruned (parameters and moments 0)."""
+    arch = Architecture.parse(ARCH)
+    k = min(P, distinct)
+    E = Arena(arch.encoder_shapes(), k)
+    D = Arena(arch.decoder_shapes(), k)
+    E.init(rng)
+    D.init(rng)
+    for a in (E, D):
+        dead = rng.random(a.params.shape) < prune
+        a.mask[dead] = 0
+        a.params[dead] = 0.0
+        if adam:
+            a.m[...] = (rng.normal(size=a.m.shape) * 1e-3).astype(np.float32) * a.mask
+            a.v[...] = (rng.random(a.v.shape) * 1e-6).astype(np.float32) * a.mask
+            a.step[...] = rng.integers(1, 50, k)
+    if P == k:
+        return E, D
+    rows = np.arange(P) % k
+    out = []
+    for a in (E, D):
+        b = Arena(a.shapes, 1)
+        for name, arr in a.arrays().items():
+            setattr(b, name, np.ascontiguousarray(arr[rows]))
+        out.append(b)
+    return tuple(out)
+
+
+def copy_arena(a):
+    b = Arena(a.shapes, 1)
+    for name, arr in a.arrays().items():
+        setattr(b, name, arr.copy())
+    return b
+
+
+def rel(got, want):
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    scale = np.max(np.abs(want)) if want.size else 0.0
+    if scale == 0.0:
+        scale = 1.0
+    return float(np.max(np.abs(got - want)) / scale) if want.size else 0.0
+
+
+def norm_rel(got, want):
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    n = np.linalg.norm(want)
+    return float(np.linalg.norm(got - want) / (n if n else 1.0))
+
+
+# ------------------------------------------------------------------ checks
+
+
+def check_training(rng, X, fresh, P=4, steps=20, batch=None, with_stats=True, extra=0):
+    batch = BATCH if batch is None else batch
+    E, D = population(P, rng, adam=not fresh, distinct=P)
+    cE, cD = copy_arena(E), copy_arena(D)
+    n = steps * batch + extra  # extra > 0: a short last batch
+    orders = np.stack([rng.permutation(X.shape[0])[:n] for _ in range(P)])
+    lrs = np.linspace(1e-3, 3e-3, P)
+    se, sd = np.zeros((P, E.n_units, 3)), np.zeros((P, D.n_units, 3))
+    cse, csd = se.copy(), sd.copy()
+    loss = ck.train_epoch_many(E.params, E.mask, E.m, E.v, E.step, E.table,
+                               D.params, D.mask, D.m, D.v, D.step, D.table,
+                               X, orders, batch, lrs, B1, B2, EPS, fresh, se, sd, with_stats)
+    ref = np.array([cpu.train_epoch(
+        cE.params[p], cE.mask[p], cE.m[p], cE.v[p], cE.step[p:p + 1], cE.table,
+        cD.params[p], cD.mask[p], cD.m[p], cD.v[p], cD.step[p:p + 1], cD.table,
+        X, orders[p], batch, lrs[p], B1, B2, EPS, fresh, cse[p], csd[p], with_stats)
+        for p in range(P)])
+    res = {
+        "loss": rel(loss, ref),
+        "enc_params": rel(E.params, cE.params), "dec_params": rel(D.params, cD.params),
+        "enc_params_norm": norm_rel(E.params, cE.params),
+        "dec_params_norm": norm_rel(D.params, cD.params),
+        "enc_m": rel(E.m, cE.m), "dec_m": rel(D.m, cD.m),
+        "enc_v": rel(E.v, cE.v), "dec_v": rel(D.v, cD.v),
+        "steps_equal": bool(np.array_equal(E.step, cE.step) and np.array_equal(D.step, cD.step)),
+        "pruned_exactly_zero": bool(all(
+            np.all(a.params[a.mask == 0] == 0) and np.all(a.m[a.mask == 0] == 0)
+            and np.all(a.v[a.mask == 0] == 0) for a in (E, D))),
+        "finite": bool(np.isfinite(E.params).all() and np.isfinite(D.params).all()),
+    }
+    if with_stats:
+        res["stats_e"] = rel(se, cse)
+        res["stats_d"] = rel(sd, csd)
+    return res
+
+
+def check_eval(rng, X, P=4):
+    E, D = population(P, rng, distinct=P)
+    Xe = X[:200]
+    got = ck.evaluate_l1_many(E.params, E.table, D.params, D.table, Xe)
+    want = [cpu.evaluate_l1(E.params[p], E.table, D.params[p], D.table, Xe, 256)
+            for p in range(P)]
+    Xb = X[:BATCH]
+    ap = ck.all_pairs_l1(E.params[:3], E.table, D.params, D.table, Xb)
+    apc = cpu.all_pairs_l1(E.params[:3], E.table, D.params, D.table, Xb)
+    res = {"evaluate_l1_many": rel(got, want), "all_pairs_l1": rel(ap, apc)}
+    Xc = X[:50]
+    for C in (0.1, 0.5):
+        me, md = ck.conjunctive_marks_many(E.params, E.table, D.params, D.table, Xc, C)
+        diff = 0
+        marked = 0
+        for p in range(P):
+            ce, cd = cpu.conjunctive_marks(E.params[p], E.table, D.params[p], D.table, Xc, C)
+            diff += int(np.sum(me[p] != ce) + np.sum(md[p] != cd))
+            marked += int(ce.sum() + cd.sum())
+        res[f"conjunctive_C{C}_mismatches"] = diff
+        res[f"conjunctive_C{C}_marked"] = marked
+    return res
+
+
+def run_checks(rng, X):
+    out = {}
+    for name, kw in [("persistent", dict(fresh=False)), ("fresh", dict(fresh=True)),
+                     ("batch10_no_stats", dict(fresh=False, batch=10, steps=8,
+                                               with_stats=False)),
+                     ("last_batch_short", dict(fresh=False, steps=4, extra=3))]:
+        t0 = time.perf_counter()
+        try:
+            out[name] = check_training(rng, X, **kw)
+        except Exception as exc:
+            out[name] = {"error": f"{type(exc).__name__}: {exc}",
+                         "trace": traceback.format_exc()[-2000:]}
+        out[name]["seconds"] = round(time.perf_counter() - t0, 2)
+        log(f"check {name}: {json.dumps(out[name])}")
+    try:
+        out["eval"] = check_eval(rng, X)
+    except Exception as exc:
+        out["eval"] = {"error": f"{type(exc).__name__}: {exc}",
+                       "trace": traceback.format_exc()[-2000:]}
+    log(f"check eval: {json.dumps(out['eval'])}")
+    return out
+
+
+# ------------------------------------------------------------------ timing
+
+
+class DevicePop:
+    """A population resident on the GPU, and a training plan over it."""
+
+    def __init__(self, P, rng, X_dev, steps):
+        c = ck.cuda
+        E, D = population(P, rng)
+        self.P = P
+        self.E, self.D = E, D
+        self.dev = {k: c.to_device(v) for k, v in dict(
+            PE=E.params, ME=E.mask, mE=E.m, vE=E.v, sE=E.step,
+            PD=D.params, MD=D.mask, mD=D.m, vD=D.v, sD=D.step).items()}
+        n = steps * BATCH
+        orders = np.stack([rng.permutation(N_SAMPLES)[:n] for _ in range(min(P, 8))])
+        self.orders = c.to_device(orders[np.arange(P) % len(orders)])
+        self.X = X_dev
+        self.lrs = c.to_device(np.full(P, LR))
+
+    def plan(self, with_stats=False):
+        d = self.dev
+        return ck._TrainPlan(d["PE"], d["ME"], d["mE"], d["vE"], d["sE"], self.E.table,
+                             d["PD"], d["MD"], d["mD"], d["vD"], d["sD"], self.D.table,
+                             self.X, self.orders, BATCH, self.lrs, B1, B2, EPS, False,
+                             None, None, with_stats)
+
+
+def time_plan(plan, repeats, warmup=1):
+    c = ck.cuda
+    for _ in range(warmup):
+        plan.launch()
+    c.synchronize()
+    times = []
+    for _ in range(repeats):
+        if hasattr(c, "event_elapsed_time"):
+            a, b = c.event(), c.event()
+            a.record()
+            plan.launch()
+            b.record()
+            b.synchronize()
+            times.append(c.event_elapsed_time(a, b))
+        else:  # the simulator
+            t0 = time.perf_counter()
+            plan.launch()
+            c.synchronize()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), times
+
+
+def kernel_info(plan):
+    k = plan.kernel
+    info = {}
+    for name in ("get_regs_per_thread", "get_local_mem_per_thread", "get_shared_mem_per_block"):
+        try:
+            v = getattr(k, name)()
+            if isinstance(v, dict):
+                v = list(v.values())[-1] if v else None
+            info[name[4:]] = v
+        except Exception as exc:  # not all numba versions have all of these
+            info[name[4:]] = f"n/a ({type(exc).__name__})"
+    info["dynamic_shared_bytes"] = plan.smem
+    info["global_scratch"] = plan.smem == 0
+    info["threads_per_block"] = plan.tpb
+    return info
+
+
+def try_variants(rng, X_dev, variants, P=300, steps=None, repeats=3):
+    steps = STEPS if steps is None else steps
+    res = []
+    for tpb, maxreg in variants:
+        ck.TPB_TRAIN, ck.TRAIN_MAX_REGISTERS = tpb, maxreg
+        row = {"tpb": tpb, "max_registers": maxreg}
+        try:
+            pop = DevicePop(P, rng, X_dev, steps)
+            plan = pop.plan()
+            t0 = time.perf_counter()
+            plan.launch()
+            ck.cuda.synchronize()
+            row["first_call_s"] = round(time.perf_counter() - t0, 2)
+            ms, _ = time_plan(plan, repeats)
+            row["epoch_ms"] = ms
+            row["net_steps_per_s"] = P * steps / (ms / 1e3)
+            row.update(kernel_info(plan))
+            del pop, plan
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            row["trace"] = traceback.format_exc()[-1500:]
+        log(f"variant {json.dumps(row)}")
+        res.append(row)
+    return res
+
+
+def time_sizes(rng, X_dev, sizes, repeats):
+    rows = []
+    for P in sizes:
+        row = {"P": P}
+        try:
+            pop = DevicePop(P, rng, X_dev, STEPS)
+            plan = pop.plan()
+            ms, samples = time_plan(plan, repeats)
+            row.update(epoch_ms=ms, epoch_samples_ms=samples, epoch_ms_per_step=ms / STEPS,
+                       epoch_net_steps_per_s=P * STEPS / (ms / 1e3))
+            # one training step: an epoch of exactly one batch
+            pop1 = DevicePop.__new__(DevicePop)
+            pop1.__dict__.update(pop.__dict__)
+            pop1.orders = ck.cuda.to_device(np.ascontiguousarray(pop.orders.copy_to_host()[:, :BATCH]))
+            plan1 = pop1.plan()
+            ms1, _ = time_plan(plan1, max(repeats, 10), warmup=2)
+            row.update(step_ms=ms1, step_net_steps_per_s=P / (ms1 / 1e3))
+            # with the fused VARIANCE statistics
+            stats_plan = pop.plan()
+            stats_plan.with_stats = True
+            c = ck.cuda
+            stats_plan.stats_e = c.to_device(np.zeros((P, pop.E.n_units, 3)))
+            stats_plan.stats_d = c.to_device(np.zeros((P, pop.D.n_units, 3)))
+            mss, _ = time_plan(stats_plan, max(1, repeats // 2))
+            row["epoch_stats_ms"] = mss
+            del pop, pop1, plan, plan1, stats_plan
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            row["trace"] = traceback.format_exc()[-1500:]
+        log(f"size {json.dumps({k: v for k, v in row.items() if k != 'epoch_samples_ms'})}")
+        rows.append(row)
+    return rows
+
+
+def time_host_path(rng, X, P=None):
+    P = min(300, max(SIZES)) if P is None else P
+    """One epoch through the numpy interface: copies in and out included."""
+    E, D = population(P, rng)
+    orders = np.stack([rng.permutation(N_SAMPLES) for _ in range(P)])
+    lrs = np.full(P, LR)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        ck.train_epoch_many(E.params, E.mask, E.m, E.v, E.step, E.table,
+                            D.params, D.mask, D.m, D.v, D.step, D.table,
+                            X, orders, BATCH, lrs, B1, B2, EPS, False, None, None, False)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {"P": P, "epoch_ms_with_copies": statistics.median(times[1:])}
+
+
+def cpu_baseline(rng, X):
+    E, D = population(1, rng)
+    orders = rng.permutation(N_SAMPLES)
+    se, sd = np.zeros((E.n_units, 3)), np.zeros((D.n_units, 3))
+    args = lambda: (E.params[0], E.mask[0], E.m[0], E.v[0], E.step[0:1], E.table,  # noqa: E731
+                    D.params[0], D.mask[0], D.m[0], D.v[0], D.step[0:1], D.table,
+                    X, orders, BATCH, LR, B1, B2, EPS, False, se, sd, False)
+    cpu.train_epoch(*args())
+    t0 = time.perf_counter()
+    cpu.train_epoch(*args())
+    ms = (time.perf_counter() - t0) * 1e3
+    return {"epoch_ms": ms, "net_steps_per_s": STEPS / (ms / 1e3)}
+
+
+# ------------------------------------------------------------------ main
+
+
+def main(argv=None):
+    global ARCH, N_SAMPLES, DIM, STEPS
+    ap = argparse.ArgumentParser(prog="python3 -m bench.gpu", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer sizes, variants and repeats")
+    ap.add_argument("--json", metavar="FILE", help="also write the results here")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-variants", action="store_true")
+    # smoke-testing knobs (e.g. under NUMBA_ENABLE_CUDASIM=1 with tiny sizes)
+    ap.add_argument("--arch", default=ARCH, help=argparse.SUPPRESS)
+    ap.add_argument("--samples", type=int, default=N_SAMPLES, help=argparse.SUPPRESS)
+    ap.add_argument("--sizes", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--variant-p", type=int, default=300, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    ARCH = args.arch
+    DIM = Architecture.parse(ARCH).input_dim
+    N_SAMPLES = args.samples
+    STEPS = N_SAMPLES // BATCH
+    t_start = time.perf_counter()
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        sys.setswitchinterval(1e-4)  # smoke test under the simulator
+    ok, why = ck.available()
+    env = {"python": platform.python_version(), "numpy": np.__version__}
+    try:
+        import numba
+
+        env["numba"] = numba.__version__
+        env["numba.cuda"] = getattr(ck._numba_cuda(), "implementation", "?")
+        try:
+            from importlib.metadata import version
+
+            env["numba-cuda"] = version("numba-cuda")
+        except Exception:
+            pass
+    except Exception as exc:
+        env["numba"] = f"error: {exc}"
+    log(f"environment: {json.dumps(env)}")
+    if not ok:
+        log(why)
+        return 2
+    c = ck.cuda
+    try:
+        dev = c.get_current_device()
+        env["device"] = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+        env["compute_capability"] = list(dev.compute_capability)
+        env["multiprocessors"] = int(dev.MULTIPROCESSOR_COUNT)
+    except Exception as exc:
+        env.setdefault("device", f"? ({type(exc).__name__}: {exc})")
+        env.setdefault("compute_capability", "?")
+    log(f"device: {env['device']} cc {env['compute_capability']} "
+        f"SMs {env.get('multiprocessors', '?')}")
+    results = {"environment": env}
+    rng = np.random.default_rng(2025)
+    X = binary_data(rng)
+
+    t0 = time.perf_counter()
+    results["checks"] = run_checks(rng, X)
+    results["checks_s"] = round(time.perf_counter() - t0, 1)
+
+    X_dev = c.to_device(X)
+    default = (ck.TPB_TRAIN, ck.TRAIN_MAX_REGISTERS)
+    if args.no_variants:
+        variants = [default]
+    elif args.quick:
+        variants = [default, (128, None)]
+    else:
+        variants = [default, (256, 80), (256, 64), (128, None), (128, 128)]
+    results["variants"] = try_variants(rng, X_dev, variants, P=args.variant_p, repeats=3)
+    good = [v for v in results["variants"] if "epoch_ms" in v]
+    best = min(good, key=lambda v: v["epoch_ms"]) if good else {"tpb": default[0],
+                                                                "max_registers": default[1]}
+    ck.TPB_TRAIN, ck.TRAIN_MAX_REGISTERS = best["tpb"], best["max_registers"]
+    results["chosen"] = {"tpb": best["tpb"], "max_registers": best["max_registers"]}
+    log(f"chosen variant: {results['chosen']}")
+
+    sizes = (1, 10, 300) if args.quick else SIZES
+    if args.sizes:
+        sizes = tuple(int(v) for v in args.sizes.split(","))
+    results["sizes"] = time_sizes(rng, X_dev, sizes, args.repeats)
+    try:
+        results["host_path"] = time_host_path(rng, X, P=min(300, max(sizes)))
+    except Exception as exc:
+        results["host_path"] = {"error": f"{type(exc).__name__}: {exc}"}
+    log(f"host path: {json.dumps(results['host_path'])}")
+    try:
+        results["cpu"] = cpu_baseline(rng, X)
+    except Exception as exc:
+        results["cpu"] = {"error": f"{type(exc).__name__}: {exc}"}
+    results["total_s"] = round(time.perf_counter() - t_start, 1)
+
+    # ---- write, then the short table last
+    text = json.dumps(results, indent=1, default=str)
+    targets = [args.json] if args.json else []
+    if os.environ.get("OUT"):
+        targets.append(os.path.join(os.environ["OUT"], "gpu.json"))
+    for t in targets:
+        with open(t, "w") as f:
+            f.write(text)
+
+    log("")
+    log("checks (max |gpu-cpu| / max |cpu|):")
+    for name, r in results["checks"].items():
+        if "error" in r:
+            log(f"  {name:18s} ERROR {r['error']}")
+            continue
+        keys = [k for k in r if isinstance(r[k], float) and k != "seconds"]
+        log(f"  {name:18s} " + " ".join(f"{k}={r[k]:.1e}" for k in keys)
+            + "".join(f" {k}={r[k]}" for k in r if isinstance(r[k], (bool, int))
+                      and not isinstance(r[k], float) and k != "seconds"))
+    log(f"variants at P={args.variant_p} (epoch, {STEPS} steps):")
+    for v in results["variants"]:
+        if "error" in v:
+            log(f"  tpb={v['tpb']} maxreg={v['max_registers']}: ERROR {v['error']}")
+        else:
+            log(f"  tpb={v['tpb']:4d} maxreg={str(v['max_registers']):5s} regs={v.get('regs_per_thread')} "
+                f"local={v.get('local_mem_per_thread')} epoch={v['epoch_ms']:.2f} ms "
+                f"{v['net_steps_per_s'] / 1e6:.3f} M net-steps/s")
+    log(f"device {env['device']}, tpb={best['tpb']} max_registers={best['max_registers']}, batch {BATCH}:")
+    log(f"  {'P':>5} | {'step ms':>8} | {'epoch ms':>9} | {'ms/step':>8} | {'M net-steps/s':>13} | {'+stats ms':>9}")
+    for r in results["sizes"]:
+        if "error" in r:
+            log(f"  {r['P']:>5} | ERROR {r['error']}")
+            continue
+        log(f"  {r['P']:>5} | {r['step_ms']:8.3f} | {r['epoch_ms']:9.2f} | "
+            f"{r['epoch_ms_per_step']:8.4f} | {r['epoch_net_steps_per_s'] / 1e6:13.3f} | "
+            f"{r.get('epoch_stats_ms', float('nan')):9.2f}")
+    hp = results.get("host_path", {})
+    if "epoch_ms_with_copies" in hp:
+        log(f"  numpy in/out, P={hp['P']} epoch: {hp['epoch_ms_with_copies']:.1f} ms")
+    if "epoch_ms" in results.get("cpu", {}):
+        log(f"  CPU kernel, P=1 epoch: {results['cpu']['epoch_ms']:.1f} ms "
+            f"({results['cpu']['net_steps_per_s'] / 1e3:.1f} k net-steps/s)")
+    log(f"total {results['total_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
