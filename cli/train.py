@@ -16,7 +16,7 @@ _D = TrainConfig()
 #: CLI parameter -> config field, where the names differ
 _FIELD = {"data_path": "data"}
 #: CLI parameters that are not part of the run's configuration
-_NOT_CONFIG = {"profile", "checkpoint", "checkpoint_every", "resume", "quiet", "as_json"}
+_NOT_CONFIG = {"config_path", "profile", "checkpoint", "checkpoint_every", "resume", "quiet", "as_json"}
 _UNIT = click.FloatRange(0, 1)
 
 
@@ -30,6 +30,9 @@ def _amount(value):
 
 
 @click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML file of config fields (e.g. operator = [\"random\", \"conjunctive\", ...] "
+                   "one per cell); flags given here override it.")
 @click.option("--profile", type=click.Choice(PROFILES), default="default", show_default=True,
               help="default: real pruning with permanent masks; gecco25: behave like the "
                    "published code (its data, pruning and settings; flags still override).")
@@ -87,7 +90,7 @@ def _amount(value):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.pass_context
-def train(ctx, profile, paradigm, arch, epochs, lr, lr_decay, adam, population, radius, lr_sigma,
+def train(ctx, config_path, profile, paradigm, arch, epochs, lr, lr_decay, adam, population, radius, lr_sigma,
           batch_size, seed, data_path, clusters, dim, per_cluster, noise, data_seed, operator,
           schedule, prune_probability, prune_amount, threshold, heldout, checkpoint,
           checkpoint_every, resume, quiet, as_json):
@@ -120,10 +123,15 @@ def train(ctx, profile, paradigm, arch, epochs, lr, lr_decay, adam, population, 
             # flags given on the command line override the profile's settings
             fields = {_FIELD.get(name, name): ctx.params[name] for name in given
                       if name not in _NOT_CONFIG}
-            fields["paradigm"] = paradigm
             if "prune_amount" in fields:
                 fields["prune_amount"] = _amount(fields["prune_amount"])
-            config = TrainConfig.from_profile(profile, **fields)
+            if config_path is not None:
+                if "profile" in given:
+                    fields["profile"] = profile
+                config = TrainConfig.from_toml(config_path, **fields)
+            else:
+                fields["paradigm"] = paradigm
+                config = TrainConfig.from_profile(profile, **fields)
             run = make_run(config)
         if checkpoint is not None:  # fail now, not after an hour of training
             run.save(checkpoint)

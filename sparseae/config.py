@@ -183,6 +183,27 @@ class TrainConfig:
         base.update(fields)
         return cls(**base).validate()
 
+    @classmethod
+    def from_toml(cls, path, **overrides) -> "TrainConfig":
+        """A config from a TOML file of config fields (plus ``profile``);
+        ``overrides`` win.  ``operator`` may be a list: one per cell."""
+        import tomllib
+
+        try:
+            with open(path, "rb") as f:
+                fields = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(f"config: cannot read {path} ({exc.strerror})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config: {path} is not valid TOML ({exc})") from None
+        fields.update(overrides)
+        profile = fields.pop("profile", "default")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - names)
+        if unknown:
+            raise ConfigError(f"config: {path} has unknown field(s) {', '.join(unknown)}")
+        return cls.from_profile(profile, **fields)
+
     def cell_operators(self) -> list:
         """The operator of each cell: a list of ``population`` names, assigned
         round-robin from ``operator`` (comma-separated or a list)."""

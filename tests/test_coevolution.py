@@ -210,3 +210,27 @@ def test_one_epoch_works_with_every_schedule():
         run = LipiRun(TrainConfig(epochs=1, operator="random", schedule=schedule, **TINY))
         s = run.run()
         assert s["epochs"] == 1
+
+
+def test_cli_toml_config_assigns_one_operator_per_cell(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from sparseae.cli.main import main
+
+    path = tmp_path / "cells.toml"
+    path.write_text('paradigm = "lipi"\npopulation = 4\nepochs = 2\nclusters = 3\ndim = 40\n'
+                    'per_cluster = 6\nbatch_size = 3\n'
+                    'operator = ["random", "conjunctive", "none", "variance"]\n')
+    r = CliRunner().invoke(main, ["train", "--config", str(path), "--json", "--seed", "3"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert s["per_operator"]["conjunctive"]["cells"] == [1]
+    assert s["per_operator"]["variance"]["cells"] == [3] and s["epochs"] == 2
+    path.write_text("epochs = 0\n")
+    r = CliRunner().invoke(main, ["train", "--config", str(path)])
+    assert r.exit_code == 2 and "epochs" in r.output
+    path.write_text("epoch = [\n")
+    r = CliRunner().invoke(main, ["train", "--config", str(path)])
+    assert r.exit_code == 2 and "TOML" in r.output
