@@ -314,9 +314,11 @@ def kernel_info(plan):
 def try_variants(rng, X_dev, variants, P=300, steps=None, repeats=3):
     steps = STEPS if steps is None else steps
     res = []
-    for tpb, maxreg in variants:
-        ck.TPB_TRAIN, ck.TRAIN_MAX_REGISTERS = tpb, maxreg
-        row = {"tpb": tpb, "max_registers": maxreg}
+    for tpb, maxreg, unroll, pipe, carve in variants:
+        ck.TPB_TRAIN, ck.TRAIN_MAX_REGISTERS, ck.UNROLL, ck.PIPELINE, ck.TRAIN_CARVEOUT = (
+            tpb, maxreg, unroll, pipe, carve)
+        row = {"tpb": tpb, "max_registers": maxreg, "unroll": unroll, "pipeline": pipe,
+               "carveout": carve}
         try:
             pop = DevicePop(P, rng, X_dev, steps)
             plan = pop.plan()
@@ -463,19 +465,23 @@ def main(argv=None):
     results["checks_s"] = round(time.perf_counter() - t0, 1)
 
     X_dev = c.to_device(X)
-    default = (ck.TPB_TRAIN, ck.TRAIN_MAX_REGISTERS)
+    knobs = ("tpb", "max_registers", "unroll", "pipeline", "carveout")
+    default = (ck.TPB_TRAIN, ck.TRAIN_MAX_REGISTERS, ck.UNROLL, ck.PIPELINE, ck.TRAIN_CARVEOUT)
     if args.no_variants:
         variants = [default]
     elif args.quick:
-        variants = [default, (128, None)]
+        variants = [default, (128, None, 4, default[3], None)]
     else:
-        variants = [default, (256, 80), (256, 64), (128, None), (128, 128)]
+        variants = [default] + [v for v in [
+            (256, 80, 4, False, None), (256, 80, 4, True, None), (256, 72, 4, False, None),
+            (256, 80, 2, True, None), (256, 64, 4, False, None), (128, None, 4, False, None)]
+            if v != default]
     results["variants"] = try_variants(rng, X_dev, variants, P=args.variant_p, repeats=3)
     good = [v for v in results["variants"] if "epoch_ms" in v]
-    best = min(good, key=lambda v: v["epoch_ms"]) if good else {"tpb": default[0],
-                                                                "max_registers": default[1]}
-    ck.TPB_TRAIN, ck.TRAIN_MAX_REGISTERS = best["tpb"], best["max_registers"]
-    results["chosen"] = {"tpb": best["tpb"], "max_registers": best["max_registers"]}
+    best = min(good, key=lambda v: v["epoch_ms"]) if good else dict(zip(knobs, default))
+    (ck.TPB_TRAIN, ck.TRAIN_MAX_REGISTERS, ck.UNROLL, ck.PIPELINE,
+     ck.TRAIN_CARVEOUT) = (best[k] for k in knobs)
+    results["chosen"] = {k: best[k] for k in knobs}
     log(f"chosen variant: {results['chosen']}")
 
     sizes = (1, 10, 300) if args.quick else SIZES
@@ -515,12 +521,16 @@ def main(argv=None):
     log(f"variants at P={args.variant_p} (epoch, {STEPS} steps):")
     for v in results["variants"]:
         if "error" in v:
-            log(f"  tpb={v['tpb']} maxreg={v['max_registers']}: ERROR {v['error']}")
+            log(f"  tpb={v['tpb']} maxreg={v['max_registers']} unroll={v['unroll']} "
+                f"pipe={int(v['pipeline'])}: ERROR {v['error']}")
         else:
-            log(f"  tpb={v['tpb']:4d} maxreg={str(v['max_registers']):5s} regs={v.get('regs_per_thread')} "
+            log(f"  tpb={v['tpb']:4d} maxreg={str(v['max_registers']):5s} unroll={v['unroll']} "
+                f"pipe={int(v['pipeline'])} carve={v['carveout']} regs={v.get('regs_per_thread')} "
                 f"local={v.get('local_mem_per_thread')} epoch={v['epoch_ms']:.2f} ms "
                 f"{v['net_steps_per_s'] / 1e6:.3f} M net-steps/s")
-    log(f"device {env['device']}, tpb={best['tpb']} max_registers={best['max_registers']}, batch {BATCH}:")
+    log(f"device {env['device']}, tpb={best['tpb']} max_registers={best['max_registers']} "
+        f"unroll={best['unroll']} pipeline={best['pipeline']} carveout={best['carveout']}, "
+        f"batch {BATCH}:")
     log(f"  {'P':>5} | {'step ms':>8} | {'epoch ms':>9} | {'ms/step':>8} | {'M net-steps/s':>13} | {'+stats ms':>9}")
     for r in results["sizes"]:
         if "error" in r:

@@ -20,9 +20,11 @@ from sparseae.errors import SparseaeError
               help="Worker processes; 1 runs in this process. [default: CPU count]")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Results file (HDF5). [default: SWEEP.h5 next to SWEEP.toml]")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="Run every run's kernels on this device (sets the base config's device).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
-def sweep(spec_path, trials, workers, out, quiet, as_json):
+def sweep(spec_path, trials, workers, out, device, quiet, as_json):
     """Run every variant x trial of SWEEP.toml as independent runs in worker processes.
 
     The spec's [base] table sets TrainConfig fields (and profile), [grid] maps
@@ -38,7 +40,11 @@ def sweep(spec_path, trials, workers, out, quiet, as_json):
     if out is None:
         out = os.path.splitext(spec_path)[0] + ".h5"
     try:
-        spec = load_spec(spec_path)
+        spec = load_spec(spec_path, {"device": device} if device else None)
+        if device == "cuda":
+            from sparseae.backend import kernels
+
+            kernels("cuda")
     except SparseaeError as exc:
         raise InputError(str(exc)) from None
 

@@ -48,6 +48,11 @@ def _amount(value):
               help="Canonical: step decay x0.1 every max(1, epochs//4) epochs.")
 @click.option("--adam", type=click.Choice(["persistent", "fresh"]), default=_D.adam,
               show_default=True, help="Adam state kept per individual, or new every step.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=_D.device,
+              show_default=True, help="Where the kernels run.")
+@click.option("--sync-cells/--async-cells", default=False, show_default=True,
+              help="Lipi-AE-S: all cells of an epoch read the previous epoch's centres and train "
+                   "together in one batched call (not the paper's order).")
 @click.option("--population", type=click.IntRange(min=1), default=_D.population,
               show_default=True, help="Lipi-AE-S: number of cells on the ring.")
 @click.option("--radius", type=click.IntRange(min=0), default=_D.radius, show_default=True,
@@ -90,7 +95,8 @@ def _amount(value):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.pass_context
-def train(ctx, config_path, profile, paradigm, arch, epochs, lr, lr_decay, adam, population, radius, lr_sigma,
+def train(ctx, config_path, profile, paradigm, arch, epochs, lr, lr_decay, adam, device,
+          sync_cells, population, radius, lr_sigma,
           batch_size, seed, data_path, clusters, dim, per_cluster, noise, data_seed, operator,
           schedule, prune_probability, prune_amount, threshold, heldout, checkpoint,
           checkpoint_every, resume, quiet, as_json):
@@ -106,7 +112,7 @@ def train(ctx, config_path, profile, paradigm, arch, epochs, lr, lr_decay, adam,
              if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE}
     try:
         if resume is not None:
-            changed = given - _NOT_CONFIG - {"epochs", "data_path"}
+            changed = given - _NOT_CONFIG - {"epochs", "data_path", "device"}
             if changed:
                 flag = "--" + sorted(changed)[0].replace("_", "-")
                 raise InputError(f"{flag} cannot change when resuming: the checkpoint fixes the "
@@ -117,6 +123,11 @@ def train(ctx, config_path, profile, paradigm, arch, epochs, lr, lr_decay, adam,
 
                 data = load(data_path)
             run = resume_run(resume, data, epochs if "epochs" in given else None)
+            if "device" in given:  # where the kernels run does not change the run's state
+                from sparseae.backend import kernels
+
+                kernels(device)
+                run.config.device = device
             if checkpoint is None:
                 checkpoint = resume
         else:

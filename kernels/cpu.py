@@ -22,7 +22,7 @@ Contract (shared with ``kernels/cuda.py``)
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from sparseae._options import (
     COL_ACT,
@@ -575,3 +575,30 @@ def prepare() -> float:
     all_pairs_l1(e.params, e.table, d.params, d.table, X)
     conjunctive_marks(e.params[0], e.table, d.params[0], d.table, X, 0.1)
     return time.perf_counter() - t0
+
+
+@njit(cache=True, fastmath=set(FASTMATH), nogil=True, error_model="numpy", parallel=True)
+def _train_epoch_many(PE, ME, mE, vE, stepE, le, PD, MD, mD, vD, stepD, ld,
+                      X, orders, batch_size, lrs, beta1, beta2, eps, fresh,
+                      stats_e, stats_d, with_stats):
+    P = PE.shape[0]
+    out = np.empty(P, np.float64)
+    for p in prange(P):
+        out[p] = train_epoch(PE[p], ME[p], mE[p], vE[p], stepE[p:p + 1], le,
+                             PD[p], MD[p], mD[p], vD[p], stepD[p:p + 1], ld,
+                             X, orders[p], batch_size, lrs[p], beta1, beta2, eps, fresh,
+                             stats_e[p], stats_d[p], with_stats)
+    return out
+
+
+def train_epoch_many(PE, ME, mE, vE, stepE, le, PD, MD, mD, vD, stepD, ld,
+                     X, orders, batch_size, lrs, beta1, beta2, eps, fresh,
+                     stats_e, stats_d, with_stats):
+    """:func:`train_epoch` for ``P`` independent pairs (rows of the arena
+    arrays), spread over the cores with numba's parallel loop; the same
+    contract as ``kernels.cuda.train_epoch_many``.  Returns the ``(P,)`` mean
+    batch L1 of every pair; each pair's result equals a :func:`train_epoch`
+    call on its own."""
+    return _train_epoch_many(PE, ME, mE, vE, stepE, le, PD, MD, mD, vD, stepD, ld,
+                             X, orders, batch_size, np.asarray(lrs, np.float64), beta1, beta2,
+                             eps, fresh, stats_e, stats_d, with_stats)

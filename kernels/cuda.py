@@ -65,7 +65,8 @@ from sparseae._options import (
     RELU,
 )
 
-#: Threads per block of the training kernel (one block = one network pair).
+#: Threads per block of the training kernel (one block = one network pair);
+#: a multiple of 32.
 TPB_TRAIN = 256
 #: Threads per block of the evaluation and CONJUNCTIVE kernels.
 TPB_EVAL = 128
@@ -75,6 +76,9 @@ EVAL_CHUNK = 4
 UNROLL = 4
 #: Weight rows a thread reads per memory round trip (column-wise passes).
 ROW_UNROLL = 8
+#: Software-pipeline the update loop: issue the next round trip's loads of
+#: ``w, m, v, mask`` before computing the current one (more registers).
+PIPELINE = False
 #: Dynamic shared memory per block the kernels may ask for (bytes).  Above it
 #: the per-block buffers live in a global scratch row instead (slower).
 SHARED_BYTES = 48 * 1024 - 2048
@@ -83,10 +87,20 @@ SHARED_BYTES = 48 * 1024 - 2048
 MAX_LAYERS = 32
 #: Register cap of the training kernel (None: the compiler's choice).  The
 #: fused kernel is register hungry; a cap trades spills for resident blocks.
-TRAIN_MAX_REGISTERS = None
-#: fastmath for the device code (False: IEEE division and square root, as
-#: close to the CPU kernels as float32 allows).
+TRAIN_MAX_REGISTERS = 80
+#: Shared-memory carveout hint of the training kernel (None: the driver's
+#: choice; a percentage or "MaxL1"/"MaxShared").  What shared memory leaves
+#: of the L1 holds the register spills.
+TRAIN_CARVEOUT = None
+#: fastmath for the evaluation and CONJUNCTIVE kernels (False: IEEE division
+#: and square root, as close to the CPU kernels as float32 allows; a
+#: CONJUNCTIVE mark compares a quotient with the threshold).
 CUDA_FASTMATH = False
+#: fastmath for the training kernel: approximate division and square root in
+#: Adam and the sigmoid (a few ulp; the CPU kernels' own fastmath also allows
+#: reciprocal approximations), denormals flushed to zero.  Several times fewer
+#: instructions per parameter.
+TRAIN_FASTMATH = True
 
 #: ``numba.cuda``, bound on first use so that importing this module stays free
 #: of CUDA.  It must be a module global: numba's simulator swaps it.
@@ -96,6 +110,10 @@ _F = np.float32
 _Z = np.float32(0.0)
 _ONE = np.float32(1.0)
 _INF = np.float32(np.inf)
+#: Hot array indices are cast to unsigned: numba then skips the negative-index
+#: wraparound, whose 64-bit select otherwise costs several instructions per
+#: access and blocks strength reduction of the address arithmetic.
+_u = np.uint64
 
 
 # ------------------------------------------------------------------ availability
@@ -142,11 +160,14 @@ def require() -> None:
 # ------------------------------------------------------------------ kernels
 
 
-def _build(BM, U, RU, SIM, GLOB, MAXREG=None):
+def _build(BM, U, RU, SIM, GLOB, MAXREG=None, TFM=False, FRESH=False, PIPE=False,
+           CARVE=None):
     """Compile-time specialised kernels: ``BM`` samples per batch (register
     arrays), ``U`` / ``RU`` unrolls, ``SIM`` simulator (no warp shuffles), ``GLOB``
     per-block buffers in global scratch instead of shared memory, ``MAXREG``
-    register cap of the training kernel."""
+    register cap and ``TFM`` fastmath of the training kernel, ``FRESH`` a new
+    Adam every step (training kernel), ``PIPE`` software-pipelined update
+    loop, ``CARVE`` shared-memory carveout hint of the training kernel."""
     dev = dict(device=True, fastmath=CUDA_FASTMATH)
     # element types of local and shared arrays: numpy scalar types on the GPU,
     # dtype instances in the simulator (its dynamic shared array needs .itemsize)
@@ -187,10 +208,10 @@ def _build(BM, U, RU, SIM, GLOB, MAXREG=None):
                 acc[b] = x
 
     @cuda.jit(**dev)
-    def adam(w, g, mk, m, v, ss, inv, b1, b2, e, fresh):
-        # cpu.adam_update, one entry
+    def adam(w, g, mk, m, v, ss, inv, b1, b2, e):
+        # cpu.adam_update, one entry (FRESH: a new Adam every step)
         gk = g * _F(mk)
-        if fresh:
+        if FRESH:
             m1 = (_ONE - b1) * gk
             v1 = (_ONE - b2) * gk * gk
         else:
@@ -208,8 +229,8 @@ def _build(BM, U, RU, SIM, GLOB, MAXREG=None):
         only).  Returns ``|y - x|`` (0 for hidden layers and padding samples)."""
         if with_stats and b < B:
             zd = np.float64(z)
-            st[u0 + o, 1] += zd
-            st[u0 + o, 2] += zd * zd
+            st[_u(u0 + o), 1] += zd
+            st[_u(u0 + o), 2] += zd * zd
         if act == RELU:
             h = z
             if h < _Z:
@@ -217,13 +238,13 @@ def _build(BM, U, RU, SIM, GLOB, MAXREG=None):
         else:
             h = _ONE / (_ONE + _F(math.exp(-z)))
         if mode == 0:
-            sh[zo + b * W + o] = h
+            sh[_u(zo + b * W + o)] = h
             return _Z
         if b >= B:
             if mode == 1:
-                sh[do + b * W + o] = _Z
+                sh[_u(do + b * W + o)] = _Z
             return _Z
-        d = h - sh[xo + b * W + o]
+        d = h - sh[_u(xo + b * W + o)]
         if mode == 1:
             g = _Z
             if d > _Z:
@@ -235,7 +256,7 @@ def _build(BM, U, RU, SIM, GLOB, MAXREG=None):
                     g = _Z
             else:
                 g = g * (h * (_ONE - h))
-            sh[do + b * W + o] = g
+            sh[_u(do + b * W + o)] = g
         return abs(d)
 
     @cuda.jit(**dev)
@@ -256,41 +277,52 @@ def _build(BM, U, RU, SIM, GLOB, MAXREG=None):
                 for c0 in range(lane, C, 32 * U):
                     for u in range(U):
                         c = c0 + 32 * u
-                        wv[u] = Pp[base + c] if c < C else _Z
+                        wv[u] = Pp[_u(base + c)] if c < C else _Z
                     for u in range(U):
                         c = c0 + 32 * u
                         if c < C:
                             for b in range(BM):
-                                acc[b] += wv[u] * sh[hin + b * C + c]
+                                acc[b] += wv[u] * sh[_u(hin + b * C + c)]
             warp_allsum(acc, sh, red, tid)  # every thread, every round
             if r < R:
-                bias = Pp[b0 + r]
+                bias = Pp[_u(b0 + r)]
                 for b in range(BM):
                     if lane == b % 32:
-                        sh[zo + b * R + r] = acc[b] + bias
+                        sh[_u(zo + b * R + r)] = acc[b] + bias
 
     @cuda.jit(**dev)
     def fwd_col(Pp, w0, b0, R, C, hin, zo, sh, tid, NT):
         """Pre-activations of a layer stored (in, out) (R = n_in rows of
-        C = n_out) -> ``zo`` (B x C): a thread per output column, ``RU`` rows
-        per memory round trip."""
+        C = n_out) -> ``zo`` (B x C): a thread per output column (two at a
+        time), ``RU`` rows per memory round trip."""
         acc = cuda.local.array(BM, _f32)
+        acc2 = cuda.local.array(BM, _f32)
         wr = cuda.local.array(RU, _f32)
-        for c in range(tid, C, NT):
-            bias = Pp[b0 + c]
+        wr2 = cuda.local.array(RU, _f32)
+        for c in range(tid, C, 2 * NT):
+            c2 = c + NT
+            two = c2 < C
+            bias = Pp[_u(b0 + c)]
+            bias2 = Pp[_u(b0 + c2)] if two else _Z
             for b in range(BM):
                 acc[b] = bias
+                acc2[b] = bias2
             for r0 in range(0, R, RU):
                 for j in range(RU):
                     r = r0 + j
-                    wr[j] = Pp[w0 + r * C + c] if r < R else _Z
+                    wr[j] = Pp[_u(w0 + r * C + c)] if r < R else _Z
+                    wr2[j] = Pp[_u(w0 + r * C + c2)] if (two and r < R) else _Z
                 for j in range(RU):
                     r = r0 + j
                     if r < R:
                         for b in range(BM):
-                            acc[b] += sh[hin + b * R + r] * wr[j]
+                            hv = sh[_u(hin + b * R + r)]
+                            acc[b] += hv * wr[j]
+                            acc2[b] += hv * wr2[j]
             for b in range(BM):
-                sh[zo + b * C + c] = acc[b]
+                sh[_u(zo + b * C + c)] = acc[b]
+                if two:
+                    sh[_u(zo + b * C + c2)] = acc2[b]
 
     @cuda.jit(**dev)
     def fwd_layer(Pp, tab, kk, hin, zo, sh, red, tid, NT):
@@ -310,7 +342,7 @@ def _build(BM, U, RU, SIM, GLOB, MAXREG=None):
         lp = _Z
         for o in range(tid, W, NT):
             for b in range(BM):
-                lp += emit(sh[zo + b * W + o], b, o, W, zo, sh, B, mode, act, st, u0,
+                lp += emit(sh[_u(zo + b * W + o)], b, o, W, zo, sh, B, mode, act, st, u0,
                            with_stats, xo, zo, scale)
         return lp
 
@@ -326,151 +358,207 @@ def _build(BM, U, RU, SIM, GLOB, MAXREG=None):
             for o0 in range(0, R, RU):
                 for j in range(RU):
                     o = o0 + j
-                    wr[j] = Pp[w0 + o * C + c] if o < R else _Z
+                    wr[j] = Pp[_u(w0 + o * C + c)] if o < R else _Z
                 for j in range(RU):
                     o = o0 + j
                     if o < R:
                         for b in range(BM):
-                            acc[b] += sh[dz + b * R + o] * wr[j]
+                            acc[b] += sh[_u(dz + b * R + o)] * wr[j]
             for b in range(BM):
-                h = sh[hp + b * C + c]
-                sh[dx + b * C + c] = acc[b] if h > _Z else _Z
+                h = sh[_u(hp + b * C + c)]
+                sh[_u(dx + b * C + c)] = acc[b] if h > _Z else _Z
 
-    @cuda.jit(**dev)
-    def update_rows(Pp, Mk, Mm, Vv, w0, b0, R, C, t, roff, coff, want_dx, dxo, hpo,
-                    fuse, xno, zno, sh, red, ss, inv, b1, b2, e, fresh, tid, NW):
-        """Weight gradient + masked Adam over R storage rows of C, a warp per row.
+    def make_update(T0, WANT_DX, FUSE):
+        """Weight gradient + masked Adam over R storage rows of C, a warp per
+        row; the variant's flags are compile-time constants (fewer registers
+        and branches in the hot loop).
 
         gradient[r, c] = sum_b rowval[b] * colval[b, c] with rowval at ``roff``
-        (``B x R``) and colval at ``coff`` (``B x C``).  ``want_dx`` (layer
+        (``B x R``) and colval at ``coff`` (``B x C``).  ``WANT_DX`` (layer
         stored (in, out)): also dLoss/dx[b, r] = sum_c w_old[r, c] colval[b, c]
-        -> ``dxo`` with the ReLU mask of ``hpo``.  ``t == 0``: the row's bias is
-        updated here too.  ``fuse``: next batch's pre-activation
-        sum_c w_new[r, c] xnext[b, c] + new bias -> ``zno``."""
-        lane = tid % 32
-        warp = tid // 32
-        rv = cuda.local.array(BM, _f32)
-        dxa = cuda.local.array(BM, _f32)
-        fza = cuda.local.array(BM, _f32)
+        -> ``dxo`` with the ReLU mask of ``hpo``.  ``T0`` (layer stored (out,
+        in)): the row's bias is updated here too.  ``FUSE``: next batch's
+        pre-activation sum_c w_new[r, c] xnext[b, c] + new bias -> ``zno``."""
+
+        @cuda.jit(**dev)
+        def update_rows(Pp, Mk, Mm, Vv, w0, b0, R, C, roff, coff, dxo, hpo, xno, zno,
+                        sh, red, ss, inv, b1, b2, e, tid, NW):
+            lane = tid % 32
+            warp = tid // 32
+            rv = cuda.local.array(BM, _f32)
+            dxa = cuda.local.array(BM, _f32)
+            fza = cuda.local.array(BM, _f32)
+            pw = cuda.local.array(U, _f32)
+            pm = cuda.local.array(U, _f32)
+            pv = cuda.local.array(U, _f32)
+            pk = cuda.local.array(U, _u8)
+            nw = cuda.local.array(U, _f32)  # prefetched next round trip (PIPE)
+            nm = cuda.local.array(U, _f32)
+            nv = cuda.local.array(U, _f32)
+            nk = cuda.local.array(U, _u8)
+            rounds = (R + NW - 1) // NW
+            for rd in range(rounds):
+                r = rd * NW + warp
+                live = r < R
+                for b in range(BM):
+                    rv[b] = sh[_u(roff + b * R + r)] if live else _Z
+                    dxa[b] = _Z
+                    fza[b] = _Z
+                if live:
+                    base = w0 + r * C
+                    if PIPE:  # prologue: the first round trip's loads
+                        for u in range(U):
+                            c = lane + 32 * u
+                            if c < C:
+                                k = _u(base + c)
+                                nw[u] = Pp[k]
+                                nk[u] = Mk[k]
+                                if not FRESH:
+                                    nm[u] = Mm[k]
+                                    nv[u] = Vv[k]
+                    for c0 in range(lane, C, 32 * U):
+                        if PIPE:
+                            # take the prefetched values and issue the next
+                            # round trip's loads before computing this one
+                            for u in range(U):
+                                pw[u] = nw[u]
+                                pk[u] = nk[u]
+                                pm[u] = _Z if FRESH else nm[u]
+                                pv[u] = _Z if FRESH else nv[u]
+                            for u in range(U):
+                                c = c0 + 32 * (U + u)
+                                if c < C:
+                                    k = _u(base + c)
+                                    nw[u] = Pp[k]
+                                    nk[u] = Mk[k]
+                                    if not FRESH:
+                                        nm[u] = Mm[k]
+                                        nv[u] = Vv[k]
+                        else:
+                            for u in range(U):  # all loads of the round trip first
+                                c = c0 + 32 * u
+                                if c < C:
+                                    k = _u(base + c)
+                                    pw[u] = Pp[k]
+                                    pk[u] = Mk[k]
+                                    if FRESH:
+                                        pm[u] = _Z
+                                        pv[u] = _Z
+                                    else:
+                                        pm[u] = Mm[k]
+                                        pv[u] = Vv[k]
+                        for u in range(U):
+                            c = c0 + 32 * u
+                            if c < C:
+                                g = _Z
+                                for b in range(BM):
+                                    g += rv[b] * sh[_u(coff + b * C + c)]
+                                if WANT_DX:
+                                    for b in range(BM):
+                                        dxa[b] += pw[u] * sh[_u(coff + b * C + c)]
+                                w1, m1, v1 = adam(pw[u], g, pk[u], pm[u], pv[u], ss, inv, b1,
+                                                  b2, e)
+                                if FUSE:
+                                    for b in range(BM):
+                                        fza[b] += w1 * sh[_u(xno + b * C + c)]
+                                pw[u] = w1
+                                pm[u] = m1
+                                pv[u] = v1
+                        for u in range(U):
+                            c = c0 + 32 * u
+                            if c < C:
+                                k = _u(base + c)
+                                Pp[k] = pw[u]
+                                if not FRESH:
+                                    Mm[k] = pm[u]
+                                    Vv[k] = pv[u]
+                if WANT_DX:
+                    warp_allsum(dxa, sh, red, tid)
+                    if live and lane == 0:
+                        for b in range(BM):
+                            h = sh[_u(hpo + b * R + r)]
+                            sh[_u(dxo + b * R + r)] = dxa[b] if h > _Z else _Z
+                nb = _Z
+                if T0 and live and lane == 0:
+                    gb = _Z
+                    for b in range(BM):
+                        gb += rv[b]
+                    kb = _u(b0 + r)
+                    bm0 = _Z
+                    bv0 = _Z
+                    if not FRESH:
+                        bm0 = Mm[kb]
+                        bv0 = Vv[kb]
+                    nb, bm1, bv1 = adam(Pp[kb], gb, Mk[kb], bm0, bv0, ss, inv, b1, b2, e)
+                    Pp[kb] = nb
+                    if not FRESH:
+                        Mm[kb] = bm1
+                        Vv[kb] = bv1
+                if FUSE:
+                    warp_allsum(fza, sh, red, tid)
+                    if live and lane == 0:
+                        for b in range(BM):
+                            sh[_u(zno + b * R + r)] = fza[b] + nb
+
+        return update_rows
+
+    upd_t0 = make_update(True, False, False)
+    upd_t0_fused = make_update(True, False, True)
+    upd_t1 = make_update(False, False, False)
+    upd_t1_dx = make_update(False, True, False)
+
+    @cuda.jit(**dev)
+    def bias_cols(Pp, Mk, Mm, Vv, b0, C, dzo, sh, ss, inv, b1, b2, e, tid, NT):
+        """Masked Adam on the biases of a layer stored (in, out): a thread per
+        unit, ``U`` units per memory round trip."""
         pw = cuda.local.array(U, _f32)
         pm = cuda.local.array(U, _f32)
         pv = cuda.local.array(U, _f32)
         pk = cuda.local.array(U, _u8)
-        rounds = (R + NW - 1) // NW
-        for rd in range(rounds):
-            r = rd * NW + warp
-            live = r < R
-            for b in range(BM):
-                rv[b] = sh[roff + b * R + r] if live else _Z
-                dxa[b] = _Z
-                fza[b] = _Z
-            if live:
-                base = w0 + r * C
-                for c0 in range(lane, C, 32 * U):
-                    for u in range(U):  # all loads of the round trip first
-                        c = c0 + 32 * u
-                        if c < C:
-                            k = base + c
-                            pw[u] = Pp[k]
-                            pk[u] = Mk[k]
-                            if fresh:
-                                pm[u] = _Z
-                                pv[u] = _Z
-                            else:
-                                pm[u] = Mm[k]
-                                pv[u] = Vv[k]
-                    for u in range(U):
-                        c = c0 + 32 * u
-                        if c < C:
-                            g = _Z
-                            for b in range(BM):
-                                g += rv[b] * sh[coff + b * C + c]
-                            if want_dx:
-                                for b in range(BM):
-                                    dxa[b] += pw[u] * sh[coff + b * C + c]
-                            w1, m1, v1 = adam(pw[u], g, pk[u], pm[u], pv[u], ss, inv, b1, b2,
-                                              e, fresh)
-                            if fuse:
-                                for b in range(BM):
-                                    fza[b] += w1 * sh[xno + b * C + c]
-                            pw[u] = w1
-                            pm[u] = m1
-                            pv[u] = v1
-                    for u in range(U):
-                        c = c0 + 32 * u
-                        if c < C:
-                            k = base + c
-                            Pp[k] = pw[u]
-                            if not fresh:
-                                Mm[k] = pm[u]
-                                Vv[k] = pv[u]
-            if want_dx:
-                warp_allsum(dxa, sh, red, tid)
-                if live and lane == 0:
+        for c0 in range(tid, C, NT * U):
+            for u in range(U):
+                c = c0 + NT * u
+                if c < C:
+                    k = _u(b0 + c)
+                    pw[u] = Pp[k]
+                    pk[u] = Mk[k]
+                    pm[u] = _Z if FRESH else Mm[k]
+                    pv[u] = _Z if FRESH else Vv[k]
+            for u in range(U):
+                c = c0 + NT * u
+                if c < C:
+                    g = _Z
                     for b in range(BM):
-                        h = sh[hpo + b * R + r]
-                        sh[dxo + b * R + r] = dxa[b] if h > _Z else _Z
-            nb = _Z
-            if t == 0 and live and lane == 0:
-                gb = _Z
-                for b in range(BM):
-                    gb += rv[b]
-                kb = b0 + r
-                bm0 = _Z
-                bv0 = _Z
-                if not fresh:
-                    bm0 = Mm[kb]
-                    bv0 = Vv[kb]
-                nb, bm1, bv1 = adam(Pp[kb], gb, Mk[kb], bm0, bv0, ss, inv, b1, b2, e, fresh)
-                Pp[kb] = nb
-                if not fresh:
-                    Mm[kb] = bm1
-                    Vv[kb] = bv1
-            if fuse:
-                warp_allsum(fza, sh, red, tid)
-                if live and lane == 0:
-                    for b in range(BM):
-                        sh[zno + b * R + r] = fza[b] + nb
-
-    @cuda.jit(**dev)
-    def bias_cols(Pp, Mk, Mm, Vv, b0, C, dzo, sh, ss, inv, b1, b2, e, fresh, tid, NT):
-        """Masked Adam on the biases of a layer stored (in, out): a thread per unit."""
-        for c in range(tid, C, NT):
-            g = _Z
-            for b in range(BM):
-                g += sh[dzo + b * C + c]
-            k = b0 + c
-            m0 = _Z
-            v0 = _Z
-            if not fresh:
-                m0 = Mm[k]
-                v0 = Vv[k]
-            w1, m1, v1 = adam(Pp[k], g, Mk[k], m0, v0, ss, inv, b1, b2, e, fresh)
-            Pp[k] = w1
-            if not fresh:
-                Mm[k] = m1
-                Vv[k] = v1
+                        g += sh[_u(dzo + b * C + c)]
+                    w1, m1, v1 = adam(pw[u], g, pk[u], pm[u], pv[u], ss, inv, b1, b2, e)
+                    k = _u(b0 + c)
+                    Pp[k] = w1
+                    if not FRESH:
+                        Mm[k] = m1
+                        Vv[k] = v1
 
     @cuda.jit(**dev)
     def load_batch(X, orow, start, B, sh, off, D, tid, NT):
+        """Rows ``orow[start:start + B]`` of ``X`` -> ``off`` (``BM x D``, zero
+        padded); every row's loads are issued before the stores."""
+        ri = cuda.local.array(BM, _i64)
+        xv = cuda.local.array(BM, _f32)
         for b in range(BM):
-            if b < B:
-                r = orow[start + b]
-                for j in range(tid, D, NT):
-                    sh[off + b * D + j] = X[r, j]
-            else:
-                for j in range(tid, D, NT):
-                    sh[off + b * D + j] = _Z
+            ri[b] = orow[_u(start + b)] if b < B else 0
+        for j in range(tid, D, NT):
+            for b in range(BM):
+                xv[b] = X[_u(ri[b]), _u(j)] if b < B else _Z
+            for b in range(BM):
+                sh[_u(off + b * D + j)] = xv[b]
 
     @cuda.jit(**dev)
     def load_rows(X, start, B, sh, off, D, tid, NT):
-        for b in range(BM):
-            if b < B:
-                for j in range(tid, D, NT):
-                    sh[off + b * D + j] = X[start + b, j]
-            else:
-                for j in range(tid, D, NT):
-                    sh[off + b * D + j] = _Z
+        xv = cuda.local.array(BM, _f32)
+        for j in range(tid, D, NT):
+            for b in range(BM):
+                xv[b] = X[_u(start + b), _u(j)] if b < B else _Z
+            for b in range(BM):
+                sh[_u(off + b * D + j)] = xv[b]
 
     @cuda.jit(**dev)
     def block_minmax(sh, zo, n, red, tid, NT):
@@ -548,26 +636,30 @@ def _build(BM, U, RU, SIM, GLOB, MAXREG=None):
 
     # ------------------------------------------------------------ kernels
 
-    tj = dict(fastmath=CUDA_FASTMATH)
+    tj = dict(fastmath=TFM)
     if MAXREG and not SIM:
         tj["max_registers"] = MAXREG
+    if CARVE is not None and not SIM:
+        tj["shared_memory_carveout"] = CARVE
 
     @cuda.jit(**tj)
     def train(PE, ME, mE, vE, stepE, le, PD, MD, mD, vD, stepD, ld, X, orders,
-              batch_size, lrs, beta1, beta2, eps, fresh, stats_e, stats_d, with_stats,
+              batch_size, coef, beta1, beta2, eps, fresh, stats_e, stats_d, with_stats,
               so, part, losses, scratch):
+        # long-lived scalars are kept 32-bit: the kernel is register bound
         p = cuda.blockIdx.x
         tid = cuda.threadIdx.x
-        NT = cuda.blockDim.x
-        NW = NT // 32
+        NT = np.int32(cuda.blockDim.x)
+        NW = np.int32(NT // 32)
         if GLOB:
             sh = scratch[p]
         else:
             sh = cuda.shared.array(0, _f32)
-        Le = le.shape[0]
-        Lt = Le + ld.shape[0]
-        n = orders.shape[1]
-        D = X.shape[1]
+        Le = np.int32(le.shape[0])
+        Lt = np.int32(Le + ld.shape[0])
+        n = np.int32(orders.shape[1])
+        D = np.int32(X.shape[1])
+        bs = np.int32(batch_size)
         orow = orders[p]
         PEp = PE[p]
         MEp = ME[p]
@@ -578,45 +670,38 @@ def _build(BM, U, RU, SIM, GLOB, MAXREG=None):
         mDp = mD[p]
         vDp = vD[p]
         sp = p if with_stats else 0
-        lr = lrs[p]
         b1 = _F(beta1)
         b2 = _F(beta2)
         e32 = _F(eps)
-        red = so[2]
-        x_cur = so[0]
-        x_oth = so[1]
+        red = np.int32(so[2])
+        x_cur = np.int32(so[0])
+        x_oth = np.int32(so[1])
         fuse0 = le[0, COL_T] == 0
-        nsteps = (n + batch_size - 1) // batch_size
-        te = stepE[p]
-        td = stepD[p]
-        if fresh:  # a new Adam every step: the moments stay 0
+        nsteps = np.int32((n + bs - 1) // bs)
+        if FRESH:  # a new Adam every step: the moments stay 0
             for k in range(tid, mEp.shape[0], NT):
-                mEp[k] = _Z
-                vEp[k] = _Z
+                mEp[_u(k)] = _Z
+                vEp[_u(k)] = _Z
             for k in range(tid, mDp.shape[0], NT):
-                mDp[k] = _Z
-                vDp[k] = _Z
-        lacc = 0.0
-        load_batch(X, orow, 0, min(batch_size, n), sh, x_cur, D, tid, NT)
+                mDp[_u(k)] = _Z
+                vDp[_u(k)] = _Z
+        part[p, tid] = 0.0  # this thread's loss, accumulated here (not in registers)
+        load_batch(X, orow, 0, min(bs, n), sh, x_cur, D, tid, NT)
         cuda.syncthreads()
         for s in range(nsteps):
-            start = s * batch_size
-            B = min(batch_size, n - start)
+            start = np.int32(s * bs)
+            B = np.int32(min(bs, n - start))
             scale = _F(1.0 / (B * D))
             more = s + 1 < nsteps
             if s > 0 and not fuse0:
                 load_batch(X, orow, start, B, sh, x_cur, D, tid, NT)
                 cuda.syncthreads()
-            if fresh:
-                te = 1
-                td = 1
-            else:
-                te += 1
-                td += 1
-            sse = _F(lr / (1.0 - beta1 ** te))
-            ise = _F(1.0 / math.sqrt(1.0 - beta2 ** te))
-            ssd = _F(lr / (1.0 - beta1 ** td))
-            isd = _F(1.0 / math.sqrt(1.0 - beta2 ** td))
+            # Adam's step size and 1/sqrt(bias correction) of this step,
+            # encoder and decoder (host-computed as in cpu.adam_update)
+            sse = coef[p, s, 0]
+            ise = coef[p, s, 1]
+            ssd = coef[p, s, 2]
+            isd = coef[p, s, 3]
             # ---- forward
             lp = _Z
             for k in range(Lt):
@@ -639,7 +724,7 @@ def _build(BM, U, RU, SIM, GLOB, MAXREG=None):
                 lp += post(sh, zo, tab[kk, COL_OUT], B, 1 if last else 0, tab[kk, COL_ACT], st,
                            tab[kk, COL_UNIT], with_stats, x_cur, scale, tid, NT)
                 cuda.syncthreads()
-            lacc += np.float64(lp) * np.float64(scale)
+            part[p, tid] += np.float64(lp) * np.float64(scale)
             # ---- backward + Adam, last layer first
             for k in range(Lt - 1, -1, -1):
                 if k < Le:
@@ -672,21 +757,28 @@ def _build(BM, U, RU, SIM, GLOB, MAXREG=None):
                 fuse = k == 0 and fuse0 and more
                 if k == Lt - 2 and fuse0 and more:
                     # dLoss/dy (x_oth) is dead: the next batch goes there
-                    load_batch(X, orow, start + batch_size, min(batch_size, n - start - batch_size),
-                               sh, x_oth, D, tid, NT)
+                    load_batch(X, orow, start + bs, min(bs, n - start - bs), sh, x_oth, D,
+                               tid, NT)
                     if k == 0:
                         cuda.syncthreads()
                 if k > 0 and t == 0:
                     dx_col(Pp, w0, n_out, n_in, dz, hpo, dxo, sh, tid, NT)
                     cuda.syncthreads()
                 if t == 0:
-                    update_rows(Pp, Mk, Mm, Vv, w0, b0, n_out, n_in, 0, dz, hin, False, 0, 0,
-                                fuse, x_oth, so[3], sh, red, ss, inv, b1, b2, e32, fresh, tid, NW)
+                    if fuse:
+                        upd_t0_fused(Pp, Mk, Mm, Vv, w0, b0, n_out, n_in, dz, hin, 0, 0, x_oth,
+                                     so[3], sh, red, ss, inv, b1, b2, e32, tid, NW)
+                    else:
+                        upd_t0(Pp, Mk, Mm, Vv, w0, b0, n_out, n_in, dz, hin, 0, 0, 0, 0,
+                               sh, red, ss, inv, b1, b2, e32, tid, NW)
                 else:
-                    update_rows(Pp, Mk, Mm, Vv, w0, b0, n_in, n_out, 1, hin, dz, k > 0, dxo,
-                                hpo, False, 0, 0, sh, red, ss, inv, b1, b2, e32, fresh, tid, NW)
-                    bias_cols(Pp, Mk, Mm, Vv, b0, n_out, dz, sh, ss, inv, b1, b2, e32, fresh,
-                              tid, NT)
+                    if k > 0:
+                        upd_t1_dx(Pp, Mk, Mm, Vv, w0, b0, n_in, n_out, hin, dz, dxo, hpo, 0, 0,
+                                  sh, red, ss, inv, b1, b2, e32, tid, NW)
+                    else:
+                        upd_t1(Pp, Mk, Mm, Vv, w0, b0, n_in, n_out, hin, dz, 0, 0, 0, 0,
+                               sh, red, ss, inv, b1, b2, e32, tid, NW)
+                    bias_cols(Pp, Mk, Mm, Vv, b0, n_out, dz, sh, ss, inv, b1, b2, e32, tid, NT)
                 cuda.syncthreads()
             if fuse0:
                 x_cur, x_oth = x_oth, x_cur
@@ -696,11 +788,14 @@ def _build(BM, U, RU, SIM, GLOB, MAXREG=None):
                 stats_e[p, u, 0] += n
             for u in range(tid, stats_d.shape[1], NT):
                 stats_d[p, u, 0] += n
-        part[p, tid] = lacc
         cuda.syncthreads()
         if tid == 0:
-            stepE[p] = te
-            stepD[p] = td
+            if FRESH:
+                stepE[p] = 1
+                stepD[p] = 1
+            else:
+                stepE[p] += nsteps
+                stepD[p] += nsteps
             tot = 0.0
             for j in range(NT):
                 tot += part[p, j]
@@ -816,30 +911,35 @@ def _build(BM, U, RU, SIM, GLOB, MAXREG=None):
                 break
 
     return dict(train=train, evaluate=evaluate, conjunctive=conjunctive,
-                _dev=dict(update_rows=update_rows, fwd_col=fwd_col, fwd_row=fwd_row,
+                _dev=dict(update_rows=upd_t1_dx, fwd_col=fwd_col, fwd_row=fwd_row,
                           dx_col=dx_col, bias_cols=bias_cols, emit=emit, post=post))
 
 
 _BUILT = {}
 
 
-def _kernels(BM, glob):
+def _kernels(BM, glob, fresh=False):
     _numba_cuda()
     sim = _simulating()
     maxreg = int(TRAIN_MAX_REGISTERS) if TRAIN_MAX_REGISTERS else None
-    key = (int(BM), bool(glob), int(UNROLL), int(ROW_UNROLL), sim, bool(CUDA_FASTMATH), maxreg)
+    key = (int(BM), bool(glob), int(UNROLL), int(ROW_UNROLL), sim, bool(CUDA_FASTMATH), maxreg,
+           bool(TRAIN_FASTMATH), bool(fresh), bool(PIPELINE), TRAIN_CARVEOUT)
     if key not in _BUILT:
-        _BUILT[key] = _build(int(BM), int(UNROLL), int(ROW_UNROLL), sim, bool(glob), maxreg)
+        _BUILT[key] = _build(int(BM), int(UNROLL), int(ROW_UNROLL), sim, bool(glob), maxreg,
+                             bool(TRAIN_FASTMATH), bool(fresh), bool(PIPELINE), TRAIN_CARVEOUT)
     return _BUILT[key]
 
 
 # ------------------------------------------------------------------ host side
 
 
-def _check_tpb(tpb):
+def _check_tpb(tpb, pow2=True):
+    """Threads per block: a multiple of 32 (whole warps), and a power of two
+    where a block-wide tree reduction needs it (evaluation, CONJUNCTIVE)."""
     tpb = int(tpb)
-    if tpb < 32 or tpb & (tpb - 1):
-        raise ValueError(f"cuda: threads per block must be a power of two >= 32, got {tpb}")
+    if tpb < 32 or tpb % 32 or (pow2 and tpb & (tpb - 1)):
+        need = "a power of two >= 32" if pow2 else "a multiple of 32"
+        raise ValueError(f"cuda: threads per block must be {need}, got {tpb}")
     return tpb
 
 
@@ -895,6 +995,13 @@ def _row_len(lay):
 
 def _units(lay):
     return int(lay[-1, COL_UNIT] + lay[-1, COL_OUT])
+
+
+def _host(a, dtype):
+    """A numpy copy (or view) of a small array that may live on the device."""
+    if hasattr(a, "copy_to_host"):
+        a = a.copy_to_host()
+    return np.asarray(a, dtype)
 
 
 class _Args:
@@ -983,8 +1090,12 @@ class _TrainPlan:
         n = int(self.orders.shape[1])
         if n < 1:
             raise ValueError("cuda: an epoch needs at least one sample")
-        self.lrs = A.put(np.broadcast_to(lrs, (P,)) if np.ndim(lrs) == 0 else lrs,
-                         np.float64, "lrs", (P,))
+        lrs = _host(lrs, np.float64)
+        if lrs.ndim == 0:
+            lrs = np.full(P, float(lrs))
+        if lrs.shape != (P,):
+            raise ValueError(f"cuda: lrs has shape {lrs.shape}, expected ({P},)")
+        self.lrs = lrs
         self.with_stats = bool(with_stats)
         if self.with_stats:
             self.stats_e = A.put(stats_e, np.float64, "stats_e", (P, _units(le), 3), True)
@@ -996,23 +1107,41 @@ class _TrainPlan:
         self.P, self.n, self.batch_size = P, n, batch_size
         self.nsteps = -(-n // batch_size)
         BM = min(batch_size, n)
-        self.tpb = _check_tpb(TPB_TRAIN)
+        self.tpb = _check_tpb(TPB_TRAIN, pow2=False)
         so, nfloats = _layout(le, ld, BM, D, self.tpb, "train")
         self.smem, glob = _smem_mode(nfloats)
-        self.kernel = _kernels(BM, glob)["train"]
+        self.kernel = _kernels(BM, glob, bool(fresh))["train"]
         self.so = c.to_device(so)
         self.le, self.ld = c.to_device(le), c.to_device(ld)
         self.part = c.device_array((P, self.tpb), np.float64)
         self.losses = c.device_array(P, np.float64)
         self.scratch = _scratch(c, P, nfloats, glob)
         self.scalars = (float(beta1), float(beta2), float(eps), bool(fresh))
+        self.set_coefficients()
+
+    def set_coefficients(self):
+        """Adam's per-step constants of every pair and half, ``(P, steps, 4)``
+        float32: step size ``lr / (1 - beta1**t)`` and ``1 / sqrt(1 - beta2**t)``
+        for the encoder then the decoder, in float64 and rounded once, as
+        cpu.adam_update does; ``t`` continues each half's step count (or is
+        1 with ``fresh``).  Reads the step counts, so call it again before
+        re-launching a plan whose counts moved on the device."""
+        b1, b2, _, fresh = self.scalars
+        k = np.arange(1, self.nsteps + 1, dtype=np.float64)[None, :]
+        coef = np.empty((self.P, self.nsteps, 4), np.float32)
+        for j, st in enumerate((self.stepE, self.stepD)):
+            t = np.ones((self.P, self.nsteps)) if fresh else \
+                _host(st, np.int64).astype(np.float64)[:, None] + k
+            coef[:, :, 2 * j] = self.lrs[:, None] / (1.0 - b1 ** t)
+            coef[:, :, 2 * j + 1] = 1.0 / np.sqrt(1.0 - b2 ** t)
+        self.coef = cuda.to_device(coef)
 
     def launch(self, stream=0):
         b1, b2, e, fresh = self.scalars
         self.kernel[self.P, self.tpb, stream, self.smem](
             self.PE, self.ME, self.mE, self.vE, self.stepE, self.le,
             self.PD, self.MD, self.mD, self.vD, self.stepD, self.ld,
-            self.X, self.orders, self.batch_size, self.lrs, b1, b2, e, fresh,
+            self.X, self.orders, self.batch_size, self.coef, b1, b2, e, fresh,
             self.stats_e, self.stats_d, self.with_stats, self.so, self.part, self.losses,
             self.scratch)
 

@@ -144,6 +144,9 @@ class CanonicalRun:
         self.data = make_data(config) if data is None else data
         check_batch(config, self.data)
         self.arch = resolve_arch(config, self.data)
+        from sparseae.backend import kernels
+
+        kernels(config.device)  # fail now when the device is not usable
         self.rng = np.random.default_rng(config.seed)
         self.model = Autoencoder(self.arch, seed=self.rng)
         self.epoch = 0
@@ -177,17 +180,14 @@ class CanonicalRun:
                 "order": self.rng.permutation(self.data.train.shape[0])}
 
     def train(self, ctx: dict) -> float:
-        """One epoch of training on the CPU; returns the mean batch L1."""
-        from sparseae.kernels import cpu
+        """One epoch of training on ``config.device``; returns the mean batch L1."""
+        from sparseae.backend import train_pairs
 
         c = self.config
-        e, d = self.model.encoder, self.model.decoder
-        return float(cpu.train_epoch(
-            e.params[0], e.mask[0], e.m[0], e.v[0], e.step[0:1], e.table,
-            d.params[0], d.mask[0], d.m[0], d.v[0], d.step[0:1], d.table,
-            self.data.train, ctx["order"], c.batch_size, ctx["lr"], c.beta1, c.beta2, c.eps,
-            c.adam == "fresh", self._stats_e, self._stats_d, ctx["with_stats"],
-        ))
+        return float(train_pairs(c.device, self.model.encoder, self.model.decoder, range(0, 1),
+                                 self.data.train, ctx["order"][None], c.batch_size, [ctx["lr"]],
+                                 c, self._stats_e[None], self._stats_d[None],
+                                 ctx["with_stats"])[0])
 
     def finish_epoch(self, ctx: dict, loss: float) -> float:
         """Maybe prune, record the epoch; return ``loss``."""

@@ -120,7 +120,11 @@ def load(path) -> Checkpoint:
             for name in ("encoder", "decoder"):
                 if name not in f:
                     raise CheckpointError(f"checkpoint: {path} has no '{name}' group")
-                arenas[name] = {k: f[name][k][()].astype(d, copy=False) for k, d in ARENA_DTYPES.items()}
+                g = f[name]
+                arenas[name] = {k: g[k][()].astype(d, copy=False)
+                                for k, d in ARENA_DTYPES.items() if k in g or k != "zeros"}
+                if "zeros" not in arenas[name]:  # written before the regrowth accounting
+                    arenas[name]["zeros"] = np.full(len(arenas[name]["step"]), -1, np.int64)
             history = {k: f["history"][k][()] for k in f["history"]} if "history" in f else {}
             extra = {k: f["extra"][k][()] for k in f["extra"]} if "extra" in f else {}
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}

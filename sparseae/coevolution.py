@@ -44,6 +44,7 @@ from sparseae.data import Dataset
 from sparseae.errors import CheckpointError, ConfigError
 from sparseae.metrics import figure_epoch, preserved_total
 from sparseae.model import Arena, Autoencoder
+from sparseae.backend import kernels, train_pairs
 from sparseae.schedules import probability
 
 LR_MIN, LR_MAX = 1e-9, 10.0
@@ -134,6 +135,7 @@ class LipiRun:
         for k in range(N):  # cell by cell, encoder then decoder, as Autoencoder(seed=rng) draws
             self.encoders.init(self.rng, [k])
             self.decoders.init(self.rng, [k])
+        kernels(config.device)  # fail now when the device is not usable
         self.work_e = Arena(self.arch.encoder_shapes(), 1)
         self.work_d = Arena(self.arch.decoder_shapes(), 1)
         self.wi = 0  # the work row (see bind_work)
@@ -166,13 +168,17 @@ class LipiRun:
         self.work_e, self.work_d, self.wi = work_e, work_d, row
         self._stats_e, self._stats_d = stats_e, stats_d
 
-    def begin_cell(self, cell: int) -> dict:
+    def begin_cell(self, cell: int, row: int | None = None) -> dict:
         """Steps 1-3 for one cell: neighbourhood, all-pairs L1, tournament; the
-        winning pair is copied to the work row, ready for :meth:`train_cell`."""
+        winning pair is copied to work row ``row`` (default: this run's), ready
+        for :meth:`train_cell`."""
         from sparseae.kernels import cpu
 
         c = self.config
-        E, D, wi = self.encoders, self.decoders, self.wi
+        E, D = self.encoders, self.decoders
+        wi = self.wi if row is None else row
+        stats_e = self._stats_e if row is None else self._sync_stats_e[row]
+        stats_d = self._stats_d if row is None else self._sync_stats_d[row]
         idx = neighbourhood(cell, self.n_cells, c.radius)
         losses = cpu.all_pairs_l1(E.params[idx], E.table, D.params[idx], D.table, self._batch())
         fitness = best_case_fitness(losses)
@@ -183,25 +189,33 @@ class LipiRun:
         operator = self.operators[cell]
         with_stats = operator == "variance"
         if with_stats:
-            self._stats_e[...] = 0.0
-            self._stats_d[...] = 0.0
-        return {"cell": cell, "selection_loss": float(fitness[win]), "operator": operator,
-                "with_stats": with_stats, "lr": float(self.cell_lr[cell]),
+            stats_e[...] = 0.0
+            stats_d[...] = 0.0
+        return {"cell": cell, "row": wi, "selection_loss": float(fitness[win]),
+                "operator": operator, "with_stats": with_stats, "lr": float(self.cell_lr[cell]),
+                "stats_e": stats_e, "stats_d": stats_d,
                 "order": self.rng.permutation(self.data.train.shape[0])}
 
     def train_cell(self, ctx: dict) -> None:
-        """Step 4 on the CPU: one epoch of training of the work pair."""
-        from sparseae.kernels import cpu
+        """Step 4: one epoch of training of the work pair (on ``config.device``)."""
+        self.train_cells([ctx])
 
+    def train_cells(self, ctxs: list) -> None:
+        """Step 4 for several cells whose work pairs are consecutive work rows,
+        in one call of the device's kernels."""
         c = self.config
-        we, wd, wi = self.work_e, self.work_d, self.wi
         t0 = time.perf_counter()
-        cpu.train_epoch(
-            we.params[wi], we.mask[wi], we.m[wi], we.v[wi], we.step[wi:wi + 1], we.table,
-            wd.params[wi], wd.mask[wi], wd.m[wi], wd.v[wi], wd.step[wi:wi + 1], wd.table,
-            self.data.train, ctx["order"], c.batch_size, ctx["lr"], c.beta1, c.beta2, c.eps,
-            c.adam == "fresh", self._stats_e, self._stats_d, ctx["with_stats"],
-        )
+        lo = ctxs[0]["row"]
+        rows = range(lo, lo + len(ctxs))
+        assert [x["row"] for x in ctxs] == list(rows)
+        with_stats = any(x["with_stats"] for x in ctxs)
+        if len(ctxs) == 1:
+            se, sd = ctxs[0]["stats_e"][None], ctxs[0]["stats_d"][None]
+        else:
+            se, sd = self._sync_stats_e[lo:lo + len(ctxs)], self._sync_stats_d[lo:lo + len(ctxs)]
+        train_pairs(c.device, self.work_e, self.work_d, rows, self.data.train,
+                    np.stack([x["order"] for x in ctxs]), c.batch_size,
+                    [x["lr"] for x in ctxs], c, se, sd, with_stats)
         self.train_seconds += time.perf_counter() - t0
 
     def finish_cell(self, ctx: dict) -> dict:
@@ -209,7 +223,7 @@ class LipiRun:
         from sparseae.kernels import cpu
 
         c = self.config
-        E, D, we, wd, wi = self.encoders, self.decoders, self.work_e, self.work_d, self.wi
+        E, D, we, wd, wi = self.encoders, self.decoders, self.work_e, self.work_d, ctx["row"]
         cell, operator = ctx["cell"], ctx["operator"]
         self.steps += self._steps_per_epoch
         batch = self._batch()
@@ -221,7 +235,7 @@ class LipiRun:
             p = probability(c.schedule, c.prune_probability, self.epoch, c.final_epoch(), n)
             if p > self.rng.random():
                 pruned = prune_event(c, operator, we, wd, wi, wi, self.rng, self.data,
-                                     self._stats_e, self._stats_d)
+                                     ctx["stats_e"], ctx["stats_d"])
         E.copy_row(cell, wi, source=we)
         D.copy_row(cell, wi, source=wd)
         self.cell_lr[cell] = mutate_lr(self.cell_lr[cell], c.lr_sigma, self.rng)
@@ -236,12 +250,32 @@ class LipiRun:
         return self.finish_cell(ctx)
 
     def run_epoch(self) -> None:
-        """Visit every cell once in the current order, record, reshuffle."""
+        """Visit every cell once in the current order, record, reshuffle.
+
+        With ``sync_cells`` every cell first selects from the centres as they
+        were at the start of the epoch, then all selected pairs train together
+        (one batched kernel call), then the cells finish in the visiting order.
+        """
         t0 = time.perf_counter()
         rec = self.begin_epoch()
-        for cell in self.order:
-            self.record(rec, int(cell), self.step_cell(int(cell)))
+        if self.config.sync_cells:
+            self._ensure_sync_work()
+            ctxs = [self.begin_cell(int(cell), row=j) for j, cell in enumerate(self.order)]
+            self.train_cells(ctxs)
+            for ctx in ctxs:
+                self.record(rec, ctx["cell"], self.finish_cell(ctx))
+        else:
+            for cell in self.order:
+                self.record(rec, int(cell), self.step_cell(int(cell)))
         self.end_epoch(rec, time.perf_counter() - t0)
+
+    def _ensure_sync_work(self) -> None:
+        N = self.n_cells
+        if self.work_e.population != N:
+            self.work_e = Arena(self.arch.encoder_shapes(), N)
+            self.work_d = Arena(self.arch.decoder_shapes(), N)
+            self._sync_stats_e = np.zeros((N, self.encoders.n_units, 3))
+            self._sync_stats_d = np.zeros((N, self.decoders.n_units, 3))
 
     def begin_epoch(self) -> dict:
         return {k: np.zeros(self.n_cells) for k in CELL_SERIES}

@@ -83,6 +83,11 @@ class TrainConfig:
     #: Adam state: "persistent" (belongs to the individual and travels with it) or
     #: "fresh" (a new Adam every step, the reference's Lipi-AE-S: steps of about lr*sign(g))
     adam: str = "persistent"
+    #: where the kernels run: "cpu" or "cuda" (same results up to float32 rounding)
+    device: str = "cpu"
+    #: Lipi-AE-S: all cells of an epoch read the previous epoch's centres and train
+    #: together (not the paper's asynchronous order; README, "Synchronous cells")
+    sync_cells: bool = False
     # ---- the switches that differ between profiles (README, "Profiles") ----
     #: prune the decoder's output biases too (False: they stay live, see operators.prune_pair)
     prune_output_bias: bool = False
@@ -139,6 +144,7 @@ class TrainConfig:
         if "," in self.operator and self.paradigm != "lipi":
             raise ConfigError("operator: several operators (one per cell) need paradigm lipi")
         _choice("adam", self.adam, ("persistent", "fresh"))
+        _choice("device", self.device, ("cpu", "cuda"))
         _int("population", self.population, 1)
         _int("radius", self.radius, 0)
         _float("lr_sigma", self.lr_sigma, 0.0, 10.0)
@@ -157,7 +163,8 @@ class TrainConfig:
         _choice("variance_draws", self.variance_draws, ("amount", "per_entry"))
         _choice("heldout_source", self.heldout_source, ("validation", "test_reference"))
         _choice("schedule_t", self.schedule_t, ("final_epoch", "reference"))
-        for name in ("lr_decay", "prune_output_bias", "data_quirks", "regrowth", "structural"):
+        for name in ("lr_decay", "prune_output_bias", "data_quirks", "regrowth", "structural",
+                     "sync_cells"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         return self

@@ -141,8 +141,10 @@ class SweepSpec:
         return json.dumps(self.source, sort_keys=True, default=str)
 
 
-def load_spec(path) -> SweepSpec:
-    """Read and validate a sweep spec from a TOML file (:class:`ConfigError` on any problem)."""
+def load_spec(path, base_overrides: dict | None = None) -> SweepSpec:
+    """Read and validate a sweep spec from a TOML file (:class:`ConfigError` on any problem).
+
+    ``base_overrides`` are set in the spec's ``[base]`` table (e.g. ``device``)."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as fh:
@@ -157,6 +159,10 @@ def load_spec(path) -> SweepSpec:
         raise ConfigError(f"{path}: invalid TOML (not UTF-8: {exc.reason})") from None
     except tomllib.TOMLDecodeError as exc:  # the message names line and column
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    if base_overrides:
+        base = data.setdefault("base", {})
+        if isinstance(base, dict):
+            base.update(base_overrides)
     spec = parse_spec(data, where=path)
     spec.path = path
     return spec

@@ -259,12 +259,16 @@ else:
                                mD=hD.m, vD=hD.v, sD=hD.step, se=hse, sd=hsd).items():
             np.testing.assert_array_equal(dev[name].copy_to_host(), want, err_msg=name)
 
-    def test_train_epoch_many_one_warp_no_unroll(monkeypatch):
-        """One warp per block and no unrolling: every row runs on one warp and
-        every loop takes its tail path."""
-        monkeypatch.setattr(ck, "TPB_TRAIN", 32)
-        monkeypatch.setattr(ck, "UNROLL", 1)
-        monkeypatch.setattr(ck, "ROW_UNROLL", 3)
+    @pytest.mark.parametrize("tpb,unroll,row_unroll,pipeline", [(32, 1, 3, False),
+                                                                 (96, 2, 8, True)])
+    def test_train_epoch_many_other_knobs(monkeypatch, tpb, unroll, row_unroll, pipeline):
+        """One warp per block and no unrolling (every row runs on one warp and
+        every loop takes its tail path); three warps with the software-pipelined
+        update loop."""
+        monkeypatch.setattr(ck, "TPB_TRAIN", tpb)
+        monkeypatch.setattr(ck, "UNROLL", unroll)
+        monkeypatch.setattr(ck, "ROW_UNROLL", row_unroll)
+        monkeypatch.setattr(ck, "PIPELINE", pipeline)
         sizes = (6, 4, 5, 2)
         E, D = population(sizes, 11)
         cE, cD = copy_arena(E), copy_arena(D)
