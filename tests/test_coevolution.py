@@ -234,3 +234,77 @@ def test_cli_toml_config_assigns_one_operator_per_cell(tmp_path):
     path.write_text("epoch = [\n")
     r = CliRunner().invoke(main, ["train", "--config", str(path)])
     assert r.exit_code == 2 and "TOML" in r.output
+
+
+def test_cpu_train_epoch_many_equals_one_pair_at_a_time():
+    from sparseae.kernels import cpu
+    from sparseae.model import Arena, Architecture
+
+    arch = Architecture((9, 5, 3))
+    rng = np.random.default_rng(4)
+    P = 3
+    E, D = Arena(arch.encoder_shapes(), P), Arena(arch.decoder_shapes(), P)
+    E.init(rng), D.init(rng)
+    E.mask[1, ::3] = 0
+    E.params[E.mask == 0] = 0
+    X = rng.random((11, 9)).astype(np.float32)
+    orders = np.stack([rng.permutation(11) for _ in range(P)])
+    lrs = np.array([1e-3, 3e-3, 1e-2])
+    copies = [(E.params.copy(), E.m.copy(), E.v.copy(), E.step.copy(), D.params.copy(),
+               D.m.copy(), D.v.copy(), D.step.copy())]
+    se, sd = np.zeros((P, E.n_units, 3)), np.zeros((P, D.n_units, 3))
+    losses = cpu.train_epoch_many(E.params, E.mask, E.m, E.v, E.step, E.table, D.params, D.mask,
+                                  D.m, D.v, D.step, D.table, X, orders, 4, lrs, 0.5, 0.999, 1e-8,
+                                  False, se, sd, True)
+    pe, me, ve, ste, pd, md, vd, std = copies[0]
+    for p in range(P):
+        s1, s2 = np.zeros((E.n_units, 3)), np.zeros((D.n_units, 3))
+        loss = cpu.train_epoch(pe[p], E.mask[p], me[p], ve[p], ste[p:p + 1], E.table, pd[p],
+                               D.mask[p], md[p], vd[p], std[p:p + 1], D.table, X, orders[p], 4,
+                               lrs[p], 0.5, 0.999, 1e-8, False, s1, s2, True)
+        assert loss == losses[p]
+        np.testing.assert_array_equal(pe[p], E.params[p])
+        np.testing.assert_array_equal(vd[p], D.v[p])
+        np.testing.assert_array_equal(s1, se[p])
+
+
+def test_sync_cells_reads_previous_epoch_centres_and_is_deterministic(monkeypatch):
+    from sparseae.kernels import cpu
+
+    cfg = TrainConfig(epochs=2, sync_cells=True, **TINY)
+    run = LipiRun(cfg)
+    initial = run.encoders.params.copy()
+    seen = []
+    real = cpu.all_pairs_l1
+    monkeypatch.setattr(cpu, "all_pairs_l1",
+                        lambda PE, le, PD, ld, X: (seen.append(PE.copy()), real(PE, le, PD, ld, X))[1])
+    run.run_epoch()
+    # every cell of the first epoch selected among the centres as they were before it
+    for j, cell in enumerate(range(4)):
+        idx = [cell, (cell - 1) % 4, (cell + 1) % 4]
+        np.testing.assert_array_equal(seen[j], initial[idx])
+    assert not np.array_equal(run.encoders.params, initial)
+    monkeypatch.setattr(cpu, "all_pairs_l1", real)
+    run.run_epoch()
+    again = LipiRun(cfg)
+    again.run()
+    np.testing.assert_array_equal(again.encoders.params, run.encoders.params)
+    np.testing.assert_array_equal(again.decoders.v, run.decoders.v)
+    asynchronous = LipiRun(cfg.replace(sync_cells=False))
+    asynchronous.run()
+    assert not np.array_equal(asynchronous.encoders.params, run.encoders.params)
+
+
+def test_cuda_without_gpu_is_one_clear_error():
+    from click.testing import CliRunner
+
+    from sparseae.cli.main import main
+    from sparseae.kernels import cuda
+
+    if cuda.available()[0]:
+        pytest.skip("a usable GPU is present")
+    with pytest.raises(ConfigError, match="device: cuda is not usable"):
+        LipiRun(TrainConfig(epochs=1, device="cuda", **TINY))
+    r = CliRunner().invoke(main, ["train", "--device", "cuda", "--epochs", "1"])
+    assert r.exit_code == 2 and "cuda is not usable" in r.output
+    assert "Traceback" not in r.output
