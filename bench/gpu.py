@@ -6,10 +6,15 @@ installing the package::
     PYTHONPATH=. python3 -m bench.gpu            # or: python3 bench/gpu.py
     PYTHONPATH=. python3 -m bench.gpu --quick    # fewer sizes and repeats
 
-(If numba-cuda cannot compile with the installed numpy -- numba-cuda 0.30.4
-with numpy 2.5 fails with ``module 'numpy' has no attribute 'row_stack'`` --
-put numpy 2.4 first on the path: ``PYTHONPATH=/tmp/site:.``; see
-``shared/GPU.md``.)
+If numba-cuda cannot compile with the installed numpy (numba-cuda 0.30.4 with
+numpy 2.5 fails with ``module 'numpy' has no attribute 'row_stack'``, see
+``shared/GPU.md``), put numpy 2.4 first on the path.  Fetch the wheel where
+there is an index (``pip download numpy==2.4.6 --only-binary=:all:
+--python-version 3.12 --platform manylinux_2_28_x86_64 --no-deps -d .whl``;
+``.whl/`` is git-ignored, carry it), then on the GPU machine::
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/numpy-2.4.6-*.whl
+    PYTHONPATH=/tmp/site:. python3 -m bench.gpu
 
 1. Checks, CUDA against the CPU kernels on random inputs: the default
    architecture (encoder 1000-30-10, decoder 10-30-1000), binary data
@@ -17,8 +22,10 @@ put numpy 2.4 first on the path: ``PYTHONPATH=/tmp/site:.``; see
    fresh Adam, fused VARIANCE statistics; ``evaluate_l1_many``,
    ``all_pairs_l1`` and ``conjunctive_marks_many`` likewise.  Prints max
    relative differences (``max|gpu - cpu| / max|cpu|`` per array).
-2. Kernel variants (threads per block, register cap) timed on one epoch at
-   P = 300; the fastest is used for the rest.
+2. Training-kernel variants (threads per block, register cap, unroll,
+   software pipelining, shared-memory carveout) timed on one epoch at
+   P = 300; the fastest is used for the rest (``--no-variants``: only the
+   module's defaults).
 3. Timing (medians after warm-up, CUDA events around the launch, arrays
    resident on the GPU): one training step (batch 5) and one epoch (1000
    samples, batch 5: 200 steps) for P = 1, 10, 300, 3000 networks; ms per
@@ -27,7 +34,13 @@ put numpy 2.4 first on the path: ``PYTHONPATH=/tmp/site:.``; see
 
 Prints a short table last; writes every number to ``$OUT/gpu.json`` when
 ``OUT`` is set (or to ``--json FILE``).  A size that fails is reported, not
-fatal.
+fatal.  About 100 s on an H200.
+
+Measured on an H200 (numba-cuda 0.30.4; the defaults TPB_TRAIN 256,
+TRAIN_MAX_REGISTERS 80, UNROLL 4): step of one network 0.15 ms (inside an
+epoch); 1.20 M network-steps/s at P = 300 (49.9 ms per epoch), 1.42 M at
+P = 3000; checks within 6e-5 of the CPU kernels (fresh Adam, the most
+sensitive), 1e-6 otherwise, CONJUNCTIVE marks identical.
 """
 
 from __future__ import annotations
