@@ -11,14 +11,24 @@ Examples
 >>> summary["test_l1"]                                            # doctest: +SKIP
 """
 
-from sparseae.canonical import CanonicalRun
-from sparseae.coevolution import LipiRun
-from sparseae.config import TrainConfig
-from sparseae.data import Dataset, binary_clustering, load
-from sparseae.errors import CheckpointError, ConfigError, DataError, SparseaeError
-from sparseae.metrics import compact, flops, preserved
-from sparseae.model import PRESETS, Architecture, Arena, Autoencoder
-from sparseae.runs import evaluate, make_run, resume_run, train
+import os as _os
+
+# Run from a source checkout without installing (PYTHONPATH=<checkout>, as on the GPU
+# machines): find the sibling kernels/ and cli/ folders as sparseae.kernels, sparseae.cli.
+_here = _os.path.dirname(_os.path.abspath(__file__))
+_root = _os.path.dirname(_here)
+if not _os.path.isdir(_os.path.join(_here, "kernels")) and _os.path.isfile(
+        _os.path.join(_root, "kernels", "cpu.py")):
+    __path__.append(_root)
+
+from sparseae.canonical import CanonicalRun  # noqa: E402
+from sparseae.coevolution import LipiRun  # noqa: E402
+from sparseae.config import TrainConfig  # noqa: E402
+from sparseae.data import Dataset, binary_clustering, load  # noqa: E402
+from sparseae.errors import CheckpointError, ConfigError, DataError, SparseaeError  # noqa: E402
+from sparseae.metrics import compact, flops, preserved  # noqa: E402
+from sparseae.model import PRESETS, Architecture, Arena, Autoencoder  # noqa: E402
+from sparseae.runs import evaluate, make_run, resume_run, train  # noqa: E402
 
 __version__ = "0.1.0"
 
