@@ -16,13 +16,13 @@ partial file.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from sparseae import _h5
 from sparseae._atomic import atomic_target
 from sparseae.errors import CheckpointError
 
@@ -45,12 +45,6 @@ class Checkpoint:
     attrs: dict = field(default_factory=dict)
 
 
-def _generated_by() -> str:
-    from sparseae import __version__
-
-    return f"sparseae {__version__}"
-
-
 def save(path, ckpt: Checkpoint) -> None:
     """Write ``ckpt`` to ``path`` atomically (temp file, fsync, ``os.replace``).
 
@@ -61,10 +55,7 @@ def save(path, ckpt: Checkpoint) -> None:
 
     with atomic_target(path, _WriteError) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format-version"] = np.int64(FORMAT_VERSION)
-            f.attrs["generated-by"] = _generated_by()
-            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            _h5.stamp(f, FORMAT, FORMAT_VERSION)
             f.attrs["kind"] = ckpt.kind
             f.attrs["config"] = json.dumps(ckpt.config, sort_keys=True)
             f.attrs["state"] = json.dumps(ckpt.state, sort_keys=True)
@@ -92,30 +83,9 @@ def load(path) -> Checkpoint:
     file, a truncated file, another ``format``, a ``format-version`` newer
     than this sparseae reads, or missing parts.
     """
-    import h5py
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint: file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise CheckpointError(f"checkpoint: {path} is not a readable HDF5 file "
-                              f"(truncated or another format: {str(exc).splitlines()[0]})") from None
+    f, attrs = _h5.open_checked(path, FORMAT, FORMAT_VERSION, CheckpointError, "checkpoint")
     try:
         with f:
-            fmt = f.attrs.get("format")
-            if isinstance(fmt, bytes):
-                fmt = fmt.decode()
-            if fmt != FORMAT:
-                raise CheckpointError(f"checkpoint: {path} has format {fmt!r}, expected {FORMAT!r}")
-            version = int(f.attrs.get("format-version", -1))
-            if version > FORMAT_VERSION:
-                raise CheckpointError(
-                    f"checkpoint: {path} has format-version {version}, newer than the "
-                    f"{FORMAT_VERSION} this sparseae reads; upgrade sparseae")
-            if version < 1:
-                raise CheckpointError(f"checkpoint: {path} has no valid format-version")
             arenas = {}
             for name in ("encoder", "decoder"):
                 if name not in f:
@@ -127,7 +97,6 @@ def load(path) -> Checkpoint:
                     arenas[name]["zeros"] = np.full(len(arenas[name]["step"]), -1, np.int64)
             history = {k: f["history"][k][()] for k in f["history"]} if "history" in f else {}
             extra = {k: f["extra"][k][()] for k in f["extra"]} if "extra" in f else {}
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
             return Checkpoint(kind=str(attrs["kind"]), config=json.loads(attrs["config"]),
                               state=json.loads(attrs["state"]), arenas=arenas, history=history,
                               extra=extra, attrs=attrs)

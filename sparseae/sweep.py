@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import datetime as _dt
 import itertools
 import json
 import math
@@ -76,6 +75,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sparseae import _h5
 from sparseae._atomic import atomic_target
 from sparseae.config import TrainConfig
 from sparseae.errors import ConfigError, SparseaeError
@@ -288,46 +288,17 @@ def group_key(name: str) -> str:
     return "%2E" + key[1:] if key.startswith(".") else key
 
 
-def _text(value):
-    return value.decode() if isinstance(value, bytes) else value
+_text = _h5.text
 
 
 def check_header(f, path) -> dict:
     """Validate an open results file's root attributes; return them (decoded)."""
-    attrs = {k: _text(v) for k, v in f.attrs.items()}
-    fmt = attrs.get("format")
-    if fmt != FORMAT:
-        raise ResultsError(f"results: {path} has format {fmt!r}, expected {FORMAT!r}")
-    try:
-        version = int(attrs.get("format-version", -1))
-    except (TypeError, ValueError):
-        version = -1
-    if version > FORMAT_VERSION:
-        raise ResultsError(f"results: {path} has format-version {version}, newer than the "
-                           f"{FORMAT_VERSION} this sparseae reads; upgrade sparseae")
-    if version < 1:
-        raise ResultsError(f"results: {path} has no valid format-version")
-    return attrs
+    return _h5.check_header(f, path, FORMAT, FORMAT_VERSION, ResultsError, "results")
 
 
 def open_results(path):
     """Open a results file read-only after checking it exists and its format (h5py.File)."""
-    import h5py
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ResultsError(f"results: file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ResultsError(f"results: {path} is not a readable HDF5 file "
-                           f"(truncated or another format: {str(exc).splitlines()[0]})") from None
-    try:
-        check_header(f, path)
-    except BaseException:
-        f.close()
-        raise
-    return f
+    return _h5.open_checked(path, FORMAT, FORMAT_VERSION, ResultsError, "results")[0]
 
 
 def _existing_runs(out: str, spec: SweepSpec) -> dict:
@@ -385,14 +356,7 @@ def _jsonable(x):
     return str(x)
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _generated_by() -> str:
-    from sparseae import __version__
-
-    return f"sparseae {__version__}"
+_now = _h5.now
 
 
 class _WriteError(ResultsError):
@@ -459,11 +423,7 @@ class _Writer:
             if exists:
                 shutil.copyfile(self.out, tmp)
             with h5py.File(tmp, "a" if exists else "w") as f:
-                if not exists:
-                    f.attrs["format"] = FORMAT
-                    f.attrs["format-version"] = np.int64(FORMAT_VERSION)
-                    f.attrs["created"] = _now()
-                f.attrs["generated-by"] = _generated_by()
+                _h5.stamp(f, FORMAT, FORMAT_VERSION, created=not exists)
                 f.attrs["updated"] = _now()
                 f.attrs["spec"] = self.spec.to_json()
                 f.attrs["variants"] = json.dumps(self.spec.identity(), sort_keys=True)
