@@ -342,10 +342,27 @@ def _identity_diff(old: list, new: list) -> str:
             return "variants differ; " + "; ".join(parts)
         return "variants are in another order"
     for (name, a), (_, b) in zip(old, new):
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                return f"variant {name!r} has {key}={a.get(key)!r} there, {b.get(key)!r} here"
+        key = _config_difference(a, b)
+        if key is not None:
+            return f"variant {name!r} has {key}={a.get(key)!r} there, {b.get(key)!r} here"
     return ""
+
+
+def _config_difference(old: dict, new: dict):
+    """The first field whose value differs, or None.  A field missing from ``old``
+    (a results file written before the field existed) matches the field's default,
+    the behaviour those runs had."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for key in sorted(set(old) | set(new)):
+        a = old[key] if key in old else defaults.get(key, dataclasses.MISSING)
+        b = new[key] if key in new else defaults.get(key, dataclasses.MISSING)
+        if a != b and not (key not in old and new.get(key) == defaults.get(key)):
+            return key
+    return None
+
+
+def _same_config(old: dict, new: dict) -> bool:
+    return _config_difference(old, new) is None
 
 
 def _jsonable(x):
@@ -524,7 +541,7 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
         config = v.trial_config(t)
         previous = existing.get((v.name, t))
         if previous is not None:
-            if previous != config.to_json():
+            if not _same_config(json.loads(previous), config.to_dict()):
                 raise ConfigError(f"{out}: run {v.name!r} trial {t} was made with another "
                                   "config; choose another output file")
             skipped += 1

@@ -455,3 +455,13 @@ def json_to_toml(spec: dict) -> str:
         lines.append("[[variant]]")
         lines += [f"{k} = {val(x)}" for k, x in v.items()]
     return "\n".join(lines) + "\n"
+
+
+def test_results_written_before_a_field_existed_still_resume():
+    from sparseae.config import TrainConfig
+
+    new = TrainConfig(epochs=3).to_dict()
+    old = {k: v for k, v in new.items() if k not in ("device", "sync_cells")}
+    assert sw._same_config(old, new)  # missing fields had their defaults' behaviour
+    assert not sw._same_config(old, {**new, "device": "cuda"})
+    assert sw._config_difference({**old, "epochs": 4}, new) == "epochs"
