@@ -38,12 +38,20 @@ from sparseae._options import (
 
 _F = np.float32
 _JIT = dict(cache=True, fastmath=set(FASTMATH), nogil=True, error_model="numpy")
+# Only the entry points that Python calls are cached on disk; the helpers they call
+# are compiled in-process (cache=False) and never call another cached function.
+# A caller compiled next to a helper loaded from the cache would link its object
+# code instead of inlining its LLVM IR, vectorise differently and round
+# differently: results would depend on the cache's state and differ between
+# processes in the last bits.  This way a cached entry point and a freshly
+# compiled one are the same code.
+_HELPER = dict(_JIT, cache=False)
 
 
 # --------------------------------------------------------------------------- layers
 
 
-@njit(**_JIT)
+@njit(**_HELPER)
 def conjunctive_update(z, marks, state, threshold):
     """AND one sample's CONJUNCTIVE marks into ``marks`` (ALGORITHM.md section 3).
 
@@ -92,7 +100,7 @@ _EXP_P = (_F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3),
           _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1))
 
 
-@njit(**_JIT)
+@njit(**_HELPER)
 def sigmoid_inplace(z, scratch):
     """``z <- 1 / (1 + exp(-z))`` in float32, vectorised.
 
@@ -125,7 +133,7 @@ def sigmoid_inplace(z, scratch):
         z[o] = _F(1.0) / (_F(1.0) + z[o] * scale[o])
 
 
-@njit(**_JIT)
+@njit(**_HELPER)
 def dense_forward(w, bias, n_in, n_out, transposed, act, x, h, B,
                   stats, with_stats, marks, cstate, conj, threshold):
     """One dense layer on a batch: ``h = act(x W^T + b)`` on flat buffers.
@@ -176,7 +184,7 @@ def dense_forward(w, bias, n_in, n_out, transposed, act, x, h, B,
             sigmoid_inplace(h[hb:hb + n_out], scratch)
 
 
-@njit(**_JIT)
+@njit(**_HELPER)
 def dense_backward(w, n_in, n_out, transposed, act, x, h, dh, B, gw, gb, dx, need_dx):
     """Backward through one dense layer.
 
@@ -242,7 +250,7 @@ def dense_backward(w, n_in, n_out, transposed, act, x, h, dh, B, gw, gb, dx, nee
                     dx[b * n_in + i] = s
 
 
-@njit(**_JIT)
+@njit(**_HELPER)
 def adam_update(p, g, mask, m, v, step, lr, beta1, beta2, eps, fresh):
     """Masked Adam (PyTorch's formula) over a whole arena row.
 
@@ -284,7 +292,7 @@ def adam_update(p, g, mask, m, v, step, lr, beta1, beta2, eps, fresh):
             p[k] -= step_size * mk / (np.sqrt(vk) * inv_sqrt_bc2 + e)
 
 
-@njit(**_JIT)
+@njit(**_HELPER)
 def l1_loss_grad(y, x, dy, n, scale):
     """Return ``sum|y - x| * scale`` over ``n`` entries; write dLoss/dy to ``dy``.
 
@@ -308,7 +316,7 @@ def l1_loss_grad(y, x, dy, n, scale):
 # ------------------------------------------------------------------ network halves
 
 
-@njit(**_JIT)
+@njit(**_HELPER)
 def _buffer_offsets(lay, B):
     """Offsets of each layer's output inside one flat activation buffer."""
     L = lay.shape[0]
@@ -318,7 +326,7 @@ def _buffer_offsets(lay, B):
     return off
 
 
-@njit(**_JIT)
+@njit(**_HELPER)
 def _max_width(lay):
     w = lay[0, COL_IN]
     for l in range(lay.shape[0]):
@@ -326,7 +334,7 @@ def _max_width(lay):
     return w
 
 
-@njit(**_JIT)
+@njit(**_HELPER)
 def half_forward(p, lay, x, B, hbuf, hoff, stats, with_stats, marks, cstate, conj, threshold):
     """Forward ``B`` samples (flat ``x``) through every layer of one half.
 
@@ -351,7 +359,7 @@ def half_forward(p, lay, x, B, hbuf, hoff, stats, with_stats, marks, cstate, con
     return inp
 
 
-@njit(**_JIT)
+@njit(**_HELPER)
 def half_backward(p, lay, x, B, hbuf, hoff, dout, g, work, need_dx):
     """Backward through one half.
 
@@ -383,7 +391,7 @@ def half_backward(p, lay, x, B, hbuf, hoff, dout, g, work, need_dx):
     return cur
 
 
-@njit(**_JIT)
+@njit(**_HELPER)
 def _units(lay):
     L = lay.shape[0]
     return lay[L - 1, COL_UNIT] + lay[L - 1, COL_OUT]
@@ -397,6 +405,20 @@ def train_epoch(pe, me, m_e, v_e, step_e, le,
                 pd, md, m_d, v_d, step_d, ld,
                 X, order, batch_size, lr, beta1, beta2, eps, fresh,
                 stats_e, stats_d, with_stats):
+    """Train one encoder/decoder pair for one epoch; return the mean batch L1.
+
+    See :func:`_train_epoch`.
+    """
+    return _train_epoch(pe, me, m_e, v_e, step_e, le, pd, md, m_d, v_d, step_d, ld,
+                        X, order, batch_size, lr, beta1, beta2, eps, fresh,
+                        stats_e, stats_d, with_stats)
+
+
+@njit(**_HELPER)
+def _train_epoch(pe, me, m_e, v_e, step_e, le,
+                 pd, md, m_d, v_d, step_d, ld,
+                 X, order, batch_size, lr, beta1, beta2, eps, fresh,
+                 stats_e, stats_d, with_stats):
     """Train one encoder/decoder pair for one epoch; return the mean batch L1.
 
     Batches are consecutive slices of ``order`` (indices into ``X``), the last
@@ -455,6 +477,12 @@ def train_epoch(pe, me, m_e, v_e, step_e, le,
 @njit(**_JIT)
 def forward_half(p, lay, X, chunk):
     """Outputs of one half for every row of ``X`` (``(N, n_in)``), as ``(N, n_out)``."""
+    return _forward_half(p, lay, X, chunk)
+
+
+@njit(**_HELPER)
+def _forward_half(p, lay, X, chunk):
+    """Outputs of one half for every row of ``X`` (``(N, n_in)``), as ``(N, n_out)``."""
     N = X.shape[0]
     L = lay.shape[0]
     n_out = lay[L - 1, COL_OUT]
@@ -483,8 +511,8 @@ def forward_half(p, lay, X, chunk):
 @njit(**_JIT)
 def evaluate_l1(pe, le, pd, ld, X, chunk):
     """Mean absolute reconstruction error of one pair over all rows of ``X``."""
-    code = forward_half(pe, le, X, chunk)
-    Y = forward_half(pd, ld, code, chunk)
+    code = _forward_half(pe, le, X, chunk)
+    Y = _forward_half(pd, ld, code, chunk)
     N, D = X.shape
     total = 0.0
     for r in range(N):
@@ -505,10 +533,10 @@ def all_pairs_l1(PE, le, PD, ld, Xb):
     out = np.empty((E, Dn), np.float64)
     codes = []
     for e in range(E):
-        codes.append(forward_half(PE[e], le, Xb, N))
+        codes.append(_forward_half(PE[e], le, Xb, N))
     for e in range(E):
         for d in range(Dn):
-            Y = forward_half(PD[d], ld, codes[e], N)
+            Y = _forward_half(PD[d], ld, codes[e], N)
             s = 0.0
             for r in range(N):
                 acc = _F(0.0)
@@ -584,7 +612,7 @@ def _train_epoch_many(PE, ME, mE, vE, stepE, le, PD, MD, mD, vD, stepD, ld,
     P = PE.shape[0]
     out = np.empty(P, np.float64)
     for p in prange(P):
-        out[p] = train_epoch(PE[p], ME[p], mE[p], vE[p], stepE[p:p + 1], le,
+        out[p] = _train_epoch(PE[p], ME[p], mE[p], vE[p], stepE[p:p + 1], le,
                              PD[p], MD[p], mD[p], vD[p], stepD[p:p + 1], ld,
                              X, orders[p], batch_size, lrs[p], beta1, beta2, eps, fresh,
                              stats_e[p], stats_d[p], with_stats)
