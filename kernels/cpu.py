@@ -297,20 +297,48 @@ def l1_loss_grad(y, x, dy, n, scale):
     """Return ``sum|y - x| * scale`` over ``n`` entries; write dLoss/dy to ``dy``.
 
     ``scale = 1 / (B * D)`` makes it the mean absolute error; the gradient of
-    ``|0|`` is 0, as in PyTorch.
+    ``|0|`` is 0, as in PyTorch.  The float32 sum is scaled in float64: a
+    float32 ``s * scale`` may legally be moved into the (reassociated) sum by
+    the optimiser in one compilation context and not in another, which made
+    the reported loss depend on whether the kernel came from the disk cache.
     """
-    s = _F(0.0)
     sc = _F(scale)
     for k in range(n):
         d = y[k] - x[k]
-        s += abs(d)
         if d > 0:
             dy[k] = sc
         elif d < 0:
             dy[k] = -sc
         else:
             dy[k] = _F(0.0)
-    return s * sc
+    return abs_sum(y, x, n) * np.float64(scale)
+
+
+_LANES = 16
+
+
+@njit(cache=False, fastmath={"nsz", "contract"}, nogil=True, error_model="numpy")
+def abs_sum(y, x, n):
+    """``sum |y[k] - x[k]|`` over ``k < n`` in a fixed order, as float64.
+
+    A reassociated float32 reduction was summed in an order that differed
+    between processes (the loss of the same parameters could differ in the
+    last bits depending on whether the kernel was compiled in the process or
+    loaded from the cache).  Here 16 float32 lanes accumulate element ``k``
+    in lane ``k % 16`` (a plain vector add, no reassociation needed) and the
+    lanes are added in order at the end.
+    """
+    acc = np.zeros(_LANES, np.float32)
+    full = n - n % _LANES
+    for j in range(0, full, _LANES):
+        for lane in range(_LANES):
+            acc[lane] += abs(y[j + lane] - x[j + lane])
+    total = 0.0
+    for k in range(full, n):
+        total += abs(y[k] - x[k])
+    for lane in range(_LANES):
+        total += acc[lane]
+    return total
 
 
 # ------------------------------------------------------------------ network halves
@@ -516,10 +544,7 @@ def evaluate_l1(pe, le, pd, ld, X, chunk):
     N, D = X.shape
     total = 0.0
     for r in range(N):
-        s = _F(0.0)
-        for j in range(D):
-            s += abs(Y[r, j] - X[r, j])
-        total += s
+        total += abs_sum(Y[r], X[r], D)
     return total / (N * D)
 
 
@@ -539,10 +564,7 @@ def all_pairs_l1(PE, le, PD, ld, Xb):
             Y = _forward_half(PD[d], ld, codes[e], N)
             s = 0.0
             for r in range(N):
-                acc = _F(0.0)
-                for j in range(F):
-                    acc += abs(Y[r, j] - Xb[r, j])
-                s += acc
+                s += abs_sum(Y[r], Xb[r], F)
             out[e, d] = s / (N * F)
     return out
 
