@@ -161,13 +161,6 @@ class LipiRun:
         n = self.data.train.shape[0]
         return self.data.train[self.rng.choice(n, self.config.batch_size, replace=False)]
 
-    def bind_work(self, work_e: Arena, work_d: Arena, row: int, stats_e, stats_d) -> None:
-        """Train the selected pair in row ``row`` of shared work arenas (and
-        shared VARIANCE accumulators), so that many runs' pairs sit in one
-        array a batched backend trains in one call.  Results do not change."""
-        self.work_e, self.work_d, self.wi = work_e, work_d, row
-        self._stats_e, self._stats_d = stats_e, stats_d
-
     def begin_cell(self, cell: int, row: int | None = None) -> dict:
         """Steps 1-3 for one cell: neighbourhood, all-pairs L1, tournament; the
         winning pair is copied to work row ``row`` (default: this run's), ready
