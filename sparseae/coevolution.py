@@ -138,7 +138,7 @@ class LipiRun:
         kernels(config.device)  # fail now when the device is not usable
         self.work_e = Arena(self.arch.encoder_shapes(), 1)
         self.work_d = Arena(self.arch.decoder_shapes(), 1)
-        self.wi = 0  # the work row (see bind_work)
+        self.wi = 0  # the work row of this run's own pair (sync mode uses one row per cell)
         self.cell_lr = np.full(N, float(config.lr))
         self.order = np.arange(N, dtype=np.int64)
         self.operators = config.cell_operators()
