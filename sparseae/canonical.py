@@ -283,15 +283,11 @@ class CanonicalRun:
         the schedule's T follow the new total), so it is no longer identical
         to any uninterrupted run.
         """
-        ck, config = _read_checkpoint(path, _RESUME_KEYS, ck)
+        ck, config = read_checkpoint(path, _RESUME_KEYS, ck)
         if epochs is not None:
             config = config.replace(epochs=epochs)
         run = cls(config, data)
-        if list(run.arch.sizes) != list(ck.state["arch"]):
-            raise CheckpointError(f"checkpoint: {path} is for architecture {ck.state['arch']}, "
-                                  f"not {list(run.arch.sizes)}")
-        if fingerprint(run.data) != ck.state["data_sha256"]:
-            raise CheckpointError(f"checkpoint: {path} was trained on other data than given")
+        check_same_run(run, ck, path)
         restore_arenas(run.model.encoder, run.model.decoder, ck, path)
         run.rng.bit_generator.state = ck.state["rng"]
         run.epoch = int(ck.state["epoch"])
@@ -306,7 +302,7 @@ class CanonicalRun:
 def evaluate_checkpoint(path, data: Dataset | None = None) -> dict:
     """Metrics of the model in a canonical checkpoint, on ``data`` (default:
     the run's own data).  Works on checkpoints from any epoch."""
-    ck, config = _read_checkpoint(path, _EVAL_KEYS)
+    ck, config = read_checkpoint(path, _EVAL_KEYS)
     data = make_data(config) if data is None else data
     try:
         model = Autoencoder(ck.state["arch"])
@@ -327,11 +323,12 @@ _EVAL_KEYS = ("epoch", "arch")
 _RESUME_KEYS = ("epoch", "rng", "train_seconds", "prune_seconds", "steps", "arch", "data_sha256")
 
 
-def _read_checkpoint(path, keys, ck=None):
-    """Load a canonical checkpoint and validate its config and state."""
+def read_checkpoint(path, keys, ck=None, kind: str = "canonical"):
+    """Load a checkpoint of ``kind`` and validate its config and the state ``keys``;
+    return ``(checkpoint, config)``."""
     ck = ckpt_io.load(path) if ck is None else ck
-    if ck.kind != "canonical":
-        raise CheckpointError(f"checkpoint: {path} holds a {ck.kind} run, not a canonical one")
+    if ck.kind != kind:
+        raise CheckpointError(f"checkpoint: {path} holds a {ck.kind} run, not a {kind} one")
     if not isinstance(ck.config, dict) or not isinstance(ck.state, dict):
         raise CheckpointError(f"checkpoint: {path} has a malformed config or state")
     missing = [k for k in keys if k not in ck.state]
@@ -342,6 +339,15 @@ def _read_checkpoint(path, keys, ck=None):
     except ConfigError as exc:
         raise CheckpointError(f"checkpoint: {path} holds an invalid config ({exc})") from None
     return ck, config
+
+
+def check_same_run(run, ck, path) -> None:
+    """Refuse to resume ``ck`` into ``run`` when the architecture or the data differ."""
+    if list(run.arch.sizes) != list(ck.state["arch"]):
+        raise CheckpointError(f"checkpoint: {path} is for architecture {ck.state['arch']}, "
+                              f"not {list(run.arch.sizes)}")
+    if fingerprint(run.data) != ck.state["data_sha256"]:
+        raise CheckpointError(f"checkpoint: {path} was trained on other data than given")
 
 
 def restore_arenas(encoder, decoder, ck, path) -> None:

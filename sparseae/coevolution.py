@@ -32,10 +32,12 @@ import numpy as np
 from sparseae import checkpoint as ckpt_io
 from sparseae.canonical import (
     check_batch,
+    check_same_run,
     fingerprint,
     make_data,
     pair_metrics,
     prune_event,
+    read_checkpoint,
     resolve_arch,
     restore_arenas,
 )
@@ -48,6 +50,7 @@ from sparseae.backend import kernels, train_pairs
 from sparseae.schedules import probability
 
 LR_MIN, LR_MAX = 1e-9, 10.0
+_RESUME_KEYS = ("epoch", "rng", "train_seconds", "seconds", "steps", "arch", "data_sha256")
 
 #: Per-cell history series, each an (epochs, N) array in the checkpoint.
 CELL_SERIES = ("selection_loss", "replacement_loss", "lr", "preserved", "pruned")
@@ -390,25 +393,13 @@ class LipiRun:
                         ck: ckpt_io.Checkpoint | None = None):
         """Resume a population run; it ends bit-identical to the uninterrupted
         run (unless ``epochs`` changes the total, which changes T)."""
-        ck = ckpt_io.load(path) if ck is None else ck
-        if ck.kind != "population":
-            raise CheckpointError(f"checkpoint: {path} holds a {ck.kind} run, not a population")
-        try:
-            config = TrainConfig.from_dict(ck.config)
-            if epochs is not None:
-                config = config.replace(epochs=epochs)
-        except ConfigError as exc:
-            raise CheckpointError(f"checkpoint: {path} holds an invalid config ({exc})") from None
-        missing = [k for k in ("epoch", "rng", "train_seconds", "seconds", "steps", "arch",
-                               "data_sha256") if k not in ck.state]
-        if missing or "cell_lr" not in ck.extra or "order" not in ck.extra:
-            raise CheckpointError(f"checkpoint: {path} lacks {', '.join(missing) or 'cell state'}")
+        ck, config = read_checkpoint(path, _RESUME_KEYS, ck, kind="population")
+        if "cell_lr" not in ck.extra or "order" not in ck.extra:
+            raise CheckpointError(f"checkpoint: {path} lacks the cells' lr and visiting order")
+        if epochs is not None:
+            config = config.replace(epochs=epochs)
         run = cls(config, data)
-        if list(run.arch.sizes) != list(ck.state["arch"]):
-            raise CheckpointError(f"checkpoint: {path} is for architecture {ck.state['arch']}, "
-                                  f"not {list(run.arch.sizes)}")
-        if fingerprint(run.data) != ck.state["data_sha256"]:
-            raise CheckpointError(f"checkpoint: {path} was trained on other data than given")
+        check_same_run(run, ck, path)
         restore_arenas(run.encoders, run.decoders, ck, path)
         run.cell_lr[...] = ck.extra["cell_lr"]
         run.order[...] = ck.extra["order"]
