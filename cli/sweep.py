@@ -22,9 +22,13 @@ from sparseae.errors import SparseaeError
               help="Results file (HDF5). [default: SWEEP.h5 next to SWEEP.toml]")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Run every run's kernels on this device (sets the base config's device).")
+@click.option("--lockstep/--no-lockstep", default=None,
+              help="Train all runs in this process in batched groups, one training call per "
+                   "step for every run of a group (same results). [default: on with --device "
+                   "cuda]")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
-def sweep(spec_path, trials, workers, out, device, quiet, as_json):
+def sweep(spec_path, trials, workers, out, device, lockstep, quiet, as_json):
     """Run every variant x trial of SWEEP.toml as independent runs in worker processes.
 
     The spec's [base] table sets TrainConfig fields (and profile), [grid] maps
@@ -33,7 +37,8 @@ def sweep(spec_path, trials, workers, out, device, quiet, as_json):
     trials (trial t uses seed + t).  Finished runs are written to one HDF5
     file atomically as they complete; rerunning resumes, skipping finished
     runs.  Ctrl-C starts no new run and lets runs in flight finish (a second
-    Ctrl-C abandons them), keeps the file valid and exits with 130.
+    Ctrl-C abandons them), keeps the file valid and exits with 130.  With
+    --lockstep every run is in flight from the start.
     """
     from sparseae.sweep import load_spec, run_sweep
 
@@ -73,7 +78,7 @@ def sweep(spec_path, trials, workers, out, device, quiet, as_json):
 
         try:
             stats = run_sweep(spec, out, workers=workers, trials=trials, progress=on_progress,
-                              stop=stop, abort=abort)
+                              stop=stop, abort=abort, lockstep=lockstep)
         except SparseaeError as exc:
             raise InputError(str(exc)) from None
         finally:
@@ -87,7 +92,8 @@ def sweep(spec_path, trials, workers, out, device, quiet, as_json):
                    + f") -> {stats['out']}")
         click.echo(f"  wall {stats['wall_seconds']:.2f} s, sum of run seconds "
                    f"{stats['run_seconds']:.2f} s, ratio {stats['ratio']:.2f} "
-                   f"({stats['workers']} worker{'s' if stats['workers'] != 1 else ''})")
+                   + ("(lockstep)" if stats["lockstep"] else
+                      f"({stats['workers']} worker{'s' if stats['workers'] != 1 else ''})"))
     if stats["interrupted"]:
         click.echo(f"interrupted: rerun the same command to resume ({out})", err=True)
         sys.exit(130)

@@ -179,6 +179,13 @@ def require() -> None:
         raise RuntimeError(reason)
 
 
+def to_device(a):
+    """A device copy of host array ``a`` (C-contiguous, dtype kept), to pass
+    the same input -- e.g. a sweep's training data -- to many launches."""
+    require()
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
 # ------------------------------------------------------------------ kernels
 
 

@@ -163,11 +163,38 @@ class CanonicalRun:
 
     def run_epoch(self) -> float:
         """Train one epoch, then maybe prune; return the epoch's mean batch L1."""
+        for (ctx,) in self.epoch_steps():
+            t0 = time.perf_counter()
+            ctx["loss"] = self.train(ctx)
+            self.train_seconds += time.perf_counter() - t0
+        return self.history["train_loss"][-1]
+
+    def epoch_steps(self):
+        """One epoch as a generator of training requests (the contract of
+        :meth:`sparseae.coevolution.LipiRun.epoch_steps`): it yields ``[ctx]``
+        and expects row 0 of the model trained and ``ctx["loss"]`` set."""
         ctx = self.begin_epoch()
-        t0 = time.perf_counter()
-        loss = self.train(ctx)
-        self.train_seconds += time.perf_counter() - t0
-        return self.finish_epoch(ctx, loss)
+        yield [ctx]
+        self.finish_epoch(ctx, ctx["loss"])
+
+    @property
+    def work_e(self):
+        return self.model.encoder
+
+    @property
+    def work_d(self):
+        return self.model.decoder
+
+    work_rows = 1
+
+    def bind_work(self, enc, dec, stats_e: np.ndarray, stats_d: np.ndarray) -> None:
+        """Move the model into ``enc``/``dec`` (one row each, e.g. views into a
+        lockstep group's arenas) and use ``stats_e``/``stats_d`` ``(1, units,
+        3)`` for the VARIANCE statistics."""
+        enc.copy_row(0, 0, source=self.model.encoder)
+        dec.copy_row(0, 0, source=self.model.decoder)
+        self.model.encoder, self.model.decoder = enc, dec
+        self._stats_e, self._stats_d = stats_e[0], stats_d[0]
 
     def begin_epoch(self) -> dict:
         """The epoch's lr and batch order (drawn from the run's Generator)."""
@@ -176,7 +203,7 @@ class CanonicalRun:
         if with_stats:
             self._stats_e[...] = 0.0
             self._stats_d[...] = 0.0
-        return {"lr": c.lr_at(self.epoch), "with_stats": with_stats,
+        return {"row": 0, "lr": c.lr_at(self.epoch), "with_stats": with_stats,
                 "order": self.rng.permutation(self.data.train.shape[0])}
 
     def train(self, ctx: dict) -> float:

@@ -246,24 +246,54 @@ class LipiRun:
         return self.finish_cell(ctx)
 
     def run_epoch(self) -> None:
-        """Visit every cell once in the current order, record, reshuffle.
+        """Visit every cell once in the current order, record, reshuffle."""
+        for ctxs in self.epoch_steps():
+            self.train_cells(ctxs)
 
-        With ``sync_cells`` every cell first selects from the centres as they
-        were at the start of the epoch, then all selected pairs train together
-        (one batched kernel call), then the cells finish in the visiting order.
+    def epoch_steps(self):
+        """One epoch as a generator of training requests.
+
+        It yields the list of work contexts (from :meth:`begin_cell`) to train
+        next, and expects them trained (``ctx["row"]`` of ``work_e`` /
+        ``work_d`` for one epoch at ``ctx["lr"]`` in ``ctx["order"]``) before it
+        is resumed: :meth:`run_epoch` trains them here, a lockstep sweep
+        (:mod:`sparseae.lockstep`) trains the requests of many runs together.
+
+        Without ``sync_cells`` it yields one cell at a time, in the visiting
+        order.  With ``sync_cells`` every cell first selects from the centres
+        as they were at the start of the epoch, all selected pairs train in
+        one request, then the cells finish in the visiting order.
         """
         t0 = time.perf_counter()
         rec = self.begin_epoch()
         if self.config.sync_cells:
             self._ensure_sync_work()
             ctxs = [self.begin_cell(int(cell), row=j) for j, cell in enumerate(self.order)]
-            self.train_cells(ctxs)
+            yield ctxs
             for ctx in ctxs:
                 self.record(rec, ctx["cell"], self.finish_cell(ctx))
         else:
             for cell in self.order:
-                self.record(rec, int(cell), self.step_cell(int(cell)))
+                ctx = self.begin_cell(int(cell))
+                yield [ctx]
+                self.record(rec, int(cell), self.finish_cell(ctx))
         self.end_epoch(rec, time.perf_counter() - t0)
+
+    @property
+    def work_rows(self) -> int:
+        """Work rows this run trains per request: N with ``sync_cells``, else 1."""
+        return self.n_cells if self.config.sync_cells else 1
+
+    def bind_work(self, enc: Arena, dec: Arena, stats_e: np.ndarray,
+                  stats_d: np.ndarray) -> None:
+        """Use ``enc``/``dec`` (:attr:`work_rows` rows, e.g. views into a
+        lockstep group's arenas) and the statistics arrays ``(work_rows,
+        units, 3)`` as this run's work space."""
+        self.work_e, self.work_d = enc, dec
+        if self.config.sync_cells:
+            self._sync_stats_e, self._sync_stats_d = stats_e, stats_d
+        else:
+            self._stats_e, self._stats_d = stats_e[0], stats_d[0]
 
     def _ensure_sync_work(self) -> None:
         N = self.n_cells

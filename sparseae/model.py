@@ -144,6 +144,15 @@ class Arena:
         #: the reference's accounting, used when pruned weights may regrow
         self.zeros = np.full(P, -1, np.int64)
 
+    def rows(self, lo: int, hi: int) -> "Arena":
+        """An arena of rows ``lo:hi`` of this one that shares their memory
+        (writes through either are seen by both)."""
+        view = object.__new__(Arena)
+        view.shapes, view.table, view.n = self.shapes, self.table, self.n
+        for key, arr in self.arrays().items():
+            setattr(view, key, arr[lo:hi])
+        return view
+
     @property
     def population(self) -> int:
         return self.params.shape[0]

@@ -22,8 +22,10 @@ validated before anything runs (:class:`~sparseae.errors.ConfigError`, one
 line naming the file, the variant and the field).
 
 :func:`run_sweep` runs every (variant, trial) as an independent run in local
-worker processes; the parent process is the only writer of one HDF5 results
-file, laid out as follows.
+worker processes, or, with ``lockstep`` (the default on cuda), all of them in
+this process as batched groups that share one training call per step
+(:mod:`sparseae.lockstep`; the same results).  The parent process is the only
+writer of one HDF5 results file, laid out as follows.
 
 Results file
 ------------
@@ -485,9 +487,12 @@ def execute(config_dict: dict, abort=None) -> dict | None:
     config = TrainConfig.from_dict(config_dict)
     run = make_run(config)
     summary = run.run(None, abort)
-    seconds = time.perf_counter() - t0
     if run.epoch < config.epochs:
         return None
+    return _record(run, summary, time.perf_counter() - t0)
+
+
+def _record(run, summary: dict, seconds: float) -> dict:
     history = {k: np.asarray(v, dtype=np.float64) for k, v in run.history.items()}
     return {"summary": summary, "history": history, "seconds": seconds, "pid": os.getpid()}
 
@@ -502,7 +507,7 @@ def _mp_context():
 
 
 def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = None,
-              progress=None, stop=None, abort=None) -> dict:
+              progress=None, stop=None, abort=None, lockstep: bool | None = None) -> dict:
     """Run every (variant, trial) of ``spec`` not yet in ``out_path``; return statistics.
 
     Parameters
@@ -510,7 +515,13 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
     spec : SweepSpec, a dict (as :func:`parse_spec`) or the path of a TOML file.
     out_path : the results file (created, or resumed when it holds this sweep).
     workers : worker processes (default ``os.cpu_count()``); 1 runs in this process.
+        Ignored with ``lockstep``.
     trials : trials per variant (default: the spec's).
+    lockstep : train all runs in this process as batched groups, one training call
+        per step for every run of a group (:mod:`sparseae.lockstep`); the results
+        equal independent runs (bit for bit on the CPU).  Default: on when a
+        variant runs on cuda.  Runs finish (and are written) group by group; a
+        stop lets the groups in flight -- every run -- finish.
     progress : ``progress(done, total, eta_seconds)``, called once with ``done = 0``
         before the first run and after each finished run (``eta`` None until known).
     stop : an event; once set no further run starts and runs in flight finish (and are
@@ -551,9 +562,12 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
     stop = threading.Event() if stop is None else stop
     abort = threading.Event() if abort is None else abort
     writer = _Writer(out, spec)
-    n_workers = max(1, min(workers, len(todo)))
+    if lockstep is None:
+        lockstep = any(v.config.device == "cuda" for v in spec.variants)
+    n_workers = 1 if lockstep else max(1, min(workers, len(todo)))
     stats = {"out": out, "runs": len(spec.variants) * trials, "done": 0, "skipped": skipped,
-             "abandoned": 0, "interrupted": False, "workers": n_workers}
+             "abandoned": 0, "interrupted": False, "workers": n_workers,
+             "lockstep": bool(lockstep)}
     started = _now()
     t0 = time.perf_counter()
     run_seconds = 0.0
@@ -576,7 +590,10 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
 
     error = None
     try:
-        if n_workers == 1:
+        if lockstep:
+            if todo and not stop.is_set():
+                _run_lockstep(todo, writer, finished, abort, stats)
+        elif n_workers == 1:
             for item in todo:
                 if stop.is_set() or abort.is_set():
                     break
@@ -598,6 +615,27 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
     if error is not None:
         raise error
     return stats
+
+
+def _run_lockstep(todo, writer, finished, abort, stats):
+    """Run ``todo`` in lockstep groups in this process, writing runs as they finish."""
+    from sparseae.lockstep import run_lockstep
+    from sparseae.runs import make_run
+
+    t0 = time.perf_counter()
+    items = {}
+    runs = []
+    for item in todo:
+        run = make_run(item[2])
+        items[id(run)] = item
+        runs.append(run)
+
+    def on_finish(run):
+        finished(items[id(run)], _record(run, run.summary(), time.perf_counter() - t0))
+        writer.maybe_write()
+
+    done = run_lockstep(runs, on_finish, abort)
+    stats["abandoned"] += len(runs) - len(done)
 
 
 def _run_pool(todo, n_workers, writer, finished, stop, abort, stats):

@@ -93,8 +93,8 @@ def test_first_epoch_visits_in_index_order_then_reshuffles():
                                                         if k != "population"}))
     assert run.order.tolist() == list(range(6))
     visits = []
-    orig = run.step_cell
-    run.step_cell = lambda cell: (visits.append(cell), orig(cell))[1]
+    orig = run.begin_cell
+    run.begin_cell = lambda cell, row=None: (visits.append(cell), orig(cell, row))[1]
     run.run_epoch()
     assert visits == list(range(6))
     orders = []
@@ -121,8 +121,8 @@ def test_later_cell_sees_centres_updated_earlier_in_the_epoch(monkeypatch):
 
     monkeypatch.setattr(cpu, "all_pairs_l1", spy)
     after0 = []
-    orig = run.step_cell
-    run.step_cell = lambda cell: (orig(cell), after0.append(run.encoders.params[0].copy()))[0]
+    orig = run.finish_cell
+    run.finish_cell = lambda ctx: (orig(ctx), after0.append(run.encoders.params[0].copy()))[0]
     run.run_epoch()  # first epoch: cells 0, 1, 2, 3 in order
     np.testing.assert_array_equal(seen[0][0], initial0)
     # cell 1's neighbourhood is [1, 0, 2]: it sees cell 0's centre as replaced by cell 0's visit

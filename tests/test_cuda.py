@@ -424,3 +424,45 @@ else:
         # no samples: nothing marked
         me, md = ck.conjunctive_marks_many(E.params, E.table, D.params, D.table, X[:0], 0.5)
         assert not me.any() and not md.any()
+
+    # ------------------------------------------------------- lockstep sweeps
+
+    def test_lockstep_sweep_on_cuda_matches_cpu(tmp_path):
+        """``sweep --device cuda``: every run of a group advances in one launch
+        per step; each run ends as the same run on the CPU, to float32
+        rounding (same seeds, same decisions on these tiny runs)."""
+        from sparseae import sweep as sw
+        from sparseae.report import load_results
+
+        base = dict(clusters=2, dim=7, per_cluster=5, batch_size=3, arch="7,5,3", epochs=2,
+                    population=2, schedule="fixed", prune_probability=0.7, lr=3e-3)
+        spec = {"trials": 2, "base": base,
+                "variant": [{"name": "lipi", "operator": "random"},
+                            {"name": "canonical", "paradigm": "canonical",
+                             "operator": "variance"}]}
+        launches = []
+        real = ck.train_epoch_many
+
+        def counting(PE, *args):
+            launches.append(PE.shape[0])
+            return real(PE, *args)
+
+        ck.train_epoch_many = counting
+        try:
+            gpu = sw.run_sweep(dict(spec, base=dict(base, device="cuda")), tmp_path / "g.h5")
+        finally:
+            ck.train_epoch_many = real
+        assert gpu["lockstep"] and gpu["done"] == 4
+        # Lipi group: 2 runs x (2 epochs x 2 cells); canonical group: 2 runs x 2 epochs
+        assert sorted(launches) == [2] * 4 + [2] * 2
+        sw.run_sweep(spec, tmp_path / "c.h5", lockstep=True)
+        g = sorted(load_results(tmp_path / "g.h5"), key=lambda r: (r["variant"], r["trial"]))
+        c = sorted(load_results(tmp_path / "c.h5"), key=lambda r: (r["variant"], r["trial"]))
+        for x, y in zip(g, c):
+            assert (x["variant"], x["trial"]) == (y["variant"], y["trial"])
+            assert x["summary"]["preserved"] == y["summary"]["preserved"]
+            np.testing.assert_allclose(x["summary"]["test_l1"], y["summary"]["test_l1"],
+                                       rtol=1e-5)
+            for key in ("train_loss", "replacement_loss", "mean_l1"):
+                if key in x["history"]:
+                    np.testing.assert_allclose(x["history"][key], y["history"][key], rtol=1e-5)

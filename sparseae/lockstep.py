@@ -1,0 +1,219 @@
+"""Lockstep: advance many independent runs together, one batched training call per step.
+
+A sweep on a GPU gains from one launch that trains many networks.  Each run
+(:class:`~sparseae.canonical.CanonicalRun` or
+:class:`~sparseae.coevolution.LipiRun`) is written as a generator of training
+requests (``epoch_steps``): it does its own host-side work -- neighbourhood
+evaluation, tournament, pruning decisions, replacement, lr mutation, all with
+its own Generator -- and yields the pairs it wants trained next.  The driver
+here collects the current request of every run of a *group*, trains all of
+them in one ``train_epoch_many`` call of the device's kernels, and resumes
+every run.  So each run keeps its seed, its schedule decisions and (Lipi-AE-S)
+its sequential cell order; only the training of different runs' pairs is
+batched.  On the CPU the result of every run is bit-identical to running it
+alone (tested); on cuda each training call agrees with the CPU to float32
+rounding (README, "GPU").
+
+Groups
+------
+Runs share a group, and so one launch per step, when their training calls
+have the same shape and the same number of them:
+
+* architecture, batch size, training-set size, Adam variant and constants
+  (one kernel configuration), and
+* the same number of requests over the run: ``epochs`` for canonical runs,
+  ``epochs x population`` for Lipi-AE-S (``epochs`` with ``sync_cells``), so
+  that every row of the group is trained at every step and all finish
+  together.
+
+A group owns one encoder and one decoder arena holding every run's work rows
+(the runs use row views of them, :meth:`~sparseae.model.Arena.rows`), the
+VARIANCE statistics, the per-row batch orders and learning rates, and one
+training matrix ``X`` that stacks the runs' training splits (each run's
+``data.train`` becomes a view of its block; a run's orders are offset to its
+block).  The groups of a sweep take turns, one step each.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import os
+import time
+
+import numpy as np
+
+from sparseae.data import Dataset
+from sparseae.model import Arena
+
+#: At most this many runs share one group (bounds memory; larger sets make several groups).
+MAX_GROUP_RUNS = 1024
+
+
+def requests_left(run) -> int:
+    """Training requests the run will still make: one per epoch for canonical
+    runs and with ``sync_cells``, one per cell and epoch otherwise."""
+    c = run.config
+    per_epoch = 1 if (c.paradigm == "canonical" or c.sync_cells) else c.population
+    return (c.epochs - run.epoch) * per_epoch
+
+
+def group_key(run) -> tuple:
+    """Runs with equal keys can be trained in one call at every step."""
+    c = run.config
+    return (c.device, run.arch.sizes, c.batch_size, run.data.train.shape, c.adam == "fresh",
+            c.beta1, c.beta2, c.eps, run.work_rows, requests_left(run))
+
+
+class Group:
+    """Runs trained together: shared work arenas, statistics, orders, lrs and data."""
+
+    def __init__(self, runs: list):
+        from sparseae.backend import kernels
+
+        self.runs = list(runs)
+        first = self.runs[0]
+        c = first.config
+        self.device, self.config = c.device, c
+        self.kernels = kernels(self.device)
+        self.width = first.work_rows
+        P = self.width * len(self.runs)
+        self.P = P
+        self.enc = Arena(first.arch.encoder_shapes(), P)
+        self.dec = Arena(first.arch.decoder_shapes(), P)
+        self.stats_e = np.zeros((P, self.enc.n_units, 3))
+        self.stats_d = np.zeros((P, self.dec.n_units, 3))
+        n, D = first.data.train.shape
+        self.orders = np.zeros((P, n), np.int64)
+        self.lrs = np.zeros(P, np.float64)
+        # one training matrix: each distinct training split once
+        blocks, offset = {}, []
+        for run in self.runs:
+            key = id(run.data.train)
+            if key not in blocks:
+                blocks[key] = (len(blocks) * n, run.data.train)
+            offset.append(blocks[key][0])
+        self.X = np.empty((len(blocks) * n, D), np.float32)
+        for lo, train in blocks.values():
+            self.X[lo:lo + n] = train
+        self.offset = np.asarray(offset, np.int64)
+        self.X_device = self.X if self.device == "cpu" else self.kernels.to_device(self.X)
+        for j, run in enumerate(self.runs):
+            lo, hi = j * self.width, (j + 1) * self.width
+            run.bind_work(self.enc.rows(lo, hi), self.dec.rows(lo, hi),
+                          self.stats_e[lo:hi], self.stats_d[lo:hi])
+            o = int(self.offset[j])
+            d = run.data
+            run.data = Dataset(self.X[o:o + n], d.test, d.validation)
+        self.steps = [None] * len(self.runs)
+        self.pending = [None] * len(self.runs)
+        self.train_seconds = 0.0
+
+    def advance(self, pool=None) -> list:
+        """Let every run do its host work up to its next request (on the
+        threads of ``pool``, a ``concurrent.futures`` executor, when given),
+        train all the requests in one call, and return the runs that finished
+        (all of them, or none: a group's runs finish together)."""
+        finished = []
+        n = len(self.runs)
+        requests = map(self._next, range(n)) if pool is None else pool.map(self._next, range(n))
+        for j, (run, ctxs) in enumerate(zip(self.runs, requests)):
+            if ctxs is None:
+                finished.append(run)
+                continue
+            self.pending[j] = ctxs
+        if finished:
+            assert len(finished) == len(self.runs), "a group's runs must finish together"
+            return finished
+        with_stats = False
+        for j, ctxs in enumerate(self.pending):
+            base = j * self.width
+            assert len(ctxs) == self.width
+            for ctx in ctxs:
+                r = base + ctx["row"]
+                self.orders[r] = ctx["order"]
+                self.orders[r] += self.offset[j]
+                self.lrs[r] = ctx["lr"]
+                with_stats = with_stats or ctx["with_stats"]
+        t0 = time.perf_counter()
+        c, e, d = self.config, self.enc, self.dec
+        losses = self.kernels.train_epoch_many(
+            e.params, e.mask, e.m, e.v, e.step, e.table,
+            d.params, d.mask, d.m, d.v, d.step, d.table,
+            self.X_device, self.orders, c.batch_size, self.lrs, c.beta1, c.beta2, c.eps,
+            c.adam == "fresh", self.stats_e, self.stats_d, with_stats)
+        dt = time.perf_counter() - t0
+        self.train_seconds += dt
+        share = dt / len(self.runs)
+        for j, ctxs in enumerate(self.pending):
+            run = self.runs[j]
+            run.train_seconds += share
+            for ctx in ctxs:
+                ctx["loss"] = float(losses[j * self.width + ctx["row"]])
+        return []
+
+    def _next(self, j: int):
+        """The next request of run ``j`` (None once it has trained all its epochs)."""
+        run = self.runs[j]
+        while True:
+            if self.steps[j] is None:
+                if run.epoch >= run.config.epochs:
+                    return None
+                self.steps[j] = run.epoch_steps()
+            try:
+                return next(self.steps[j])
+            except StopIteration:
+                self.steps[j] = None
+
+
+def make_groups(runs: list, max_runs: int = MAX_GROUP_RUNS) -> list:
+    """Partition ``runs`` into groups (in first-seen key order, at most
+    ``max_runs`` each) and bind every run to its group's work space."""
+    by_key = {}
+    for run in runs:
+        by_key.setdefault(group_key(run), []).append(run)
+    groups = []
+    for members in by_key.values():
+        for i in range(0, len(members), max_runs):
+            groups.append(Group(members[i:i + max_runs]))
+    return groups
+
+
+def run_lockstep(runs: list, on_finish=None, abort=None,
+                 max_runs: int = MAX_GROUP_RUNS, threads: int | None = None) -> list:
+    """Train ``runs`` to the end in lockstep groups; return the runs that finished.
+
+    ``on_finish(run)`` is called for every run as it finishes (a group's runs
+    finish at the same step).  Every run is in flight from the start: once
+    ``abort`` (an event) is set the loop returns at the next step, leaving
+    the unfinished runs unfinished.  ``threads`` (default: the CPU count) run
+    the runs' host work between steps concurrently; runs share no state, so
+    the results do not depend on it.
+    """
+    from sparseae.kernels import cpu
+
+    compile_seconds = cpu.prepare()
+    groups = make_groups(runs, max_runs)
+    for run in runs:
+        run.compile_seconds = compile_seconds
+    threads = (os.cpu_count() or 1) if threads is None else int(threads)
+    with contextlib.ExitStack() as stack:
+        pool = None if threads <= 1 else stack.enter_context(
+            cf.ThreadPoolExecutor(threads, thread_name_prefix="lockstep"))
+        return _loop(groups, pool, on_finish, abort)
+
+
+def _loop(groups, pool, on_finish, abort) -> list:
+    done = []
+    while groups:
+        for g in list(groups):
+            if abort is not None and abort.is_set():
+                return done
+            finished = g.advance(pool)
+            if finished:
+                groups.remove(g)
+                for run in finished:
+                    done.append(run)
+                    if on_finish is not None:
+                        on_finish(run)
+    return done

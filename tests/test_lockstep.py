@@ -1,0 +1,176 @@
+"""Lockstep groups (sparseae.lockstep) and ``sparseae sweep --lockstep``.
+
+On the CPU a run trained in a lockstep group must end bit-identical to the
+same run trained alone: the group only batches the training calls.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sparseae import lockstep
+from sparseae import sweep as sw
+from sparseae.cli.main import main
+from sparseae.config import TrainConfig
+from sparseae.data import binary_clustering
+from sparseae.kernels import cpu
+from sparseae.report import load_results
+from sparseae.runs import make_run
+
+TINY = dict(clusters=3, dim=23, per_cluster=7, batch_size=3, arch="23,9,3", epochs=3,
+            population=3, schedule="fixed", prune_probability=0.7)
+
+
+def configs():
+    """Canonical and Lipi-AE-S runs of both profiles, every operator, sync and async
+    cells, two seeds each: four groups."""
+    out = []
+    for profile, paradigm, operator, sync in [
+            ("default", "lipi", "random", False), ("default", "lipi", "variance", False),
+            ("gecco25", "lipi", "conjunctive", False), ("default", "lipi", "conjunctive", True),
+            ("default", "canonical", "variance", False),
+            ("gecco25", "canonical", "conjunctive", False), ("default", "canonical", "none", False)]:
+        for seed in (4, 9):
+            fields = dict(TINY, paradigm=paradigm, operator=operator, sync_cells=sync, seed=seed)
+            if profile == "gecco25":
+                fields.update(lr=3e-3, epochs=3)
+            out.append(TrainConfig.from_profile(profile, **fields))
+    return out
+
+
+def results(run):
+    return {k: v for k, v in run.summary().items() if k not in sw.TIMING_KEYS}, run.history
+
+
+def assert_same(a, b):
+    (sa, ha), (sb, hb) = a, b
+    assert sa == sb
+    assert ha.keys() == hb.keys()
+    for k in ha:
+        np.testing.assert_array_equal(np.asarray(ha[k]), np.asarray(hb[k]), err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def alone():
+    out = []
+    for c in configs():
+        run = make_run(c)
+        run.run()
+        out.append((results(run), run))
+    return out
+
+
+def test_groups_batch_one_call_per_step_and_match_runs_alone(alone, monkeypatch):
+    calls = []
+    real = cpu.train_epoch_many
+
+    def counting(PE, *args):
+        calls.append((PE.shape[0], args[12].shape))  # pairs, orders
+        return real(PE, *args)
+
+    monkeypatch.setattr(cpu, "train_epoch_many", counting)
+    runs = [make_run(c) for c in configs()]
+    groups = lockstep.make_groups(runs)
+    # Lipi async (persistent Adam), Lipi async (gecco25: fresh Adam), Lipi sync, canonical
+    assert [len(g.runs) for g in groups] == [4, 2, 2, 6]
+    assert [g.P for g in groups] == [4, 2, 2 * 3, 6]
+    n = runs[0].data.train.shape[0]
+    for g in groups:  # distinct seeds: distinct data, one block each in the group's X
+        assert g.X.shape[0] == len(g.runs) * n
+        for j, run in enumerate(g.runs):
+            assert np.shares_memory(run.data.train, g.X)
+            np.testing.assert_array_equal(run.data.train, g.X[g.offset[j]:g.offset[j] + n])
+    done = []
+    for g in groups:
+        while not g.advance():
+            pass
+        done += g.runs
+    assert len(done) == len(runs)
+    # one call per step per group, each training every row of the group
+    expected = [(4, (4, n))] * (3 * 3) + [(2, (2, n))] * (3 * 3) + [(6, (6, n))] * 3 * 2
+    assert calls == expected
+    for run, (want, _) in zip(runs, alone):
+        assert_same(results(run), want)
+
+
+def test_run_lockstep_interleaves_groups_and_reports_each_run(alone):
+    runs = [make_run(c) for c in configs()]
+    seen = []
+    done = lockstep.run_lockstep(runs, on_finish=seen.append, threads=3)  # host work on 3 threads
+    assert sorted(map(id, done)) == sorted(map(id, runs)) and seen == done
+    # groups take turns: the canonical and sync groups (3 steps) finish first
+    assert [r.config.paradigm == "canonical" or r.config.sync_cells for r in done] == \
+        [True] * 8 + [False] * 6
+    for run, (want, _) in zip(runs, alone):
+        assert run.epoch == run.config.epochs
+        assert_same(results(run), want)
+
+
+def test_runs_sharing_a_dataset_share_one_block():
+    data = binary_clustering(3, 23, 7, 0.05, 0)
+    runs = [make_run(TrainConfig.from_profile("default", **dict(TINY, seed=s)), data)
+            for s in range(3)]
+    (g,) = lockstep.make_groups(runs)
+    assert g.X.shape[0] == data.train.shape[0]
+    assert np.all(g.offset == 0)
+
+
+def test_group_size_cap_splits_groups(alone):
+    runs = [make_run(c) for c in configs()[:4]]  # two lipi variants x two seeds
+    groups = lockstep.make_groups(runs, max_runs=3)
+    assert [len(g.runs) for g in groups] == [3, 1]
+    lockstep.run_lockstep(runs, max_runs=3, threads=1)
+    for run, (want, _) in zip(runs, alone[:4]):
+        assert_same(results(run), want)
+
+
+def test_abort_returns_at_the_next_step():
+    runs = [make_run(c) for c in configs()[:2]]
+    abort = threading.Event()
+    abort.set()
+    assert lockstep.run_lockstep(runs, abort=abort) == []
+    assert all(r.epoch == 0 for r in runs)
+
+
+def test_lockstep_sweep_equals_workers_sweep(tmp_path):
+    spec = {"trials": 2, "base": dict(TINY, operator="random"),
+            "grid": {"paradigm": ["canonical", "lipi"]},
+            "variant": [{"name": "var", "operator": "variance", "epochs": 2},
+                        {"name": "sync", "paradigm": "lipi", "sync_cells": True}]}
+    a = sw.run_sweep(spec, tmp_path / "a.h5", workers=1)
+    b = sw.run_sweep(spec, tmp_path / "b.h5", lockstep=True)
+    assert not a["lockstep"] and b["lockstep"] and b["workers"] == 1
+    assert (b["done"], b["abandoned"], b["interrupted"]) == (8, 0, False)
+    ra = sorted(load_results(tmp_path / "a.h5"), key=lambda r: (r["variant"], r["trial"]))
+    rb = sorted(load_results(tmp_path / "b.h5"), key=lambda r: (r["variant"], r["trial"]))
+    assert [(r["variant"], r["trial"]) for r in ra] == [(r["variant"], r["trial"]) for r in rb]
+    for x, y in zip(ra, rb):
+        assert x["config"] == y["config"]
+        assert {k: v for k, v in x["summary"].items() if k not in sw.TIMING_KEYS} == \
+            {k: v for k, v in y["summary"].items() if k not in sw.TIMING_KEYS}
+        for key in x["history"]:
+            np.testing.assert_array_equal(x["history"][key], y["history"][key])
+    # resuming a finished lockstep sweep runs nothing
+    again = sw.run_sweep(spec, tmp_path / "b.h5", lockstep=True)
+    assert (again["done"], again["skipped"]) == (0, 8)
+
+
+def test_lockstep_sweep_abort_keeps_nothing_half_done(tmp_path):
+    spec = {"trials": 1, "base": dict(TINY, operator="random")}
+    abort = threading.Event()
+    abort.set()
+    stats = sw.run_sweep(spec, tmp_path / "r.h5", lockstep=True, abort=abort)
+    assert (stats["done"], stats["abandoned"], stats["interrupted"]) == (0, 1, True)
+    assert not (tmp_path / "r.h5").exists()
+
+
+def test_cli_lockstep_flag(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text("trials = 2\n[base]\n" + "\n".join(
+        f"{k} = {v!r}".replace("'", '"') for k, v in TINY.items()) + "\n")
+    r = CliRunner().invoke(main, ["sweep", str(path), "--lockstep"])
+    assert r.exit_code == 0, r.output
+    assert "(lockstep)" in r.output and "2 runs done" in r.output
+    assert len(load_results(tmp_path / "s.h5")) == 2
