@@ -90,10 +90,17 @@ def sweep(spec_path, trials, workers, out, device, lockstep, quiet, as_json):
                    f"({stats['runs']} in the sweep"
                    + (f", {stats['abandoned']} abandoned" if stats["abandoned"] else "")
                    + f") -> {stats['out']}")
-        click.echo(f"  wall {stats['wall_seconds']:.2f} s, sum of run seconds "
-                   f"{stats['run_seconds']:.2f} s, ratio {stats['ratio']:.2f} "
-                   + ("(lockstep)" if stats["lockstep"] else
-                      f"({stats['workers']} worker{'s' if stats['workers'] != 1 else ''})"))
+        lt = stats.get("lockstep_timing")
+        if lt is not None:
+            click.echo(f"  wall {stats['wall_seconds']:.2f} s in lockstep: {lt['groups']} "
+                       f"group{'s' if lt['groups'] != 1 else ''}, {lt['train_calls']} training "
+                       f"calls taking {lt['train_seconds']:.2f} s, the runs' host work "
+                       f"{lt['host_seconds']:.2f} s")
+        else:
+            n = stats["workers"]
+            click.echo(f"  wall {stats['wall_seconds']:.2f} s, sum of run seconds "
+                       f"{stats['run_seconds']:.2f} s, ratio {stats['ratio']:.2f} "
+                       f"({n} worker{'s' if n != 1 else ''})")
     if stats["interrupted"]:
         click.echo(f"interrupted: rerun the same command to resume ({out})", err=True)
         sys.exit(130)

@@ -105,15 +105,18 @@ class Group:
             o = int(self.offset[j])
             d = run.data
             run.data = Dataset(self.X[o:o + n], d.test, d.validation)
-        self.steps = [None] * len(self.runs)
+        self.programs = [None] * len(self.runs)
         self.pending = [None] * len(self.runs)
-        self.train_seconds = 0.0
+        self.steps = 0  # training calls made
+        self.train_seconds = 0.0  # in the training calls
+        self.host_seconds = 0.0  # in the runs' host work between them
 
     def advance(self, pool=None) -> list:
         """Let every run do its host work up to its next request (on the
         threads of ``pool``, a ``concurrent.futures`` executor, when given),
         train all the requests in one call, and return the runs that finished
         (all of them, or none: a group's runs finish together)."""
+        t_host = time.perf_counter()
         finished = []
         n = len(self.runs)
         requests = map(self._next, range(n)) if pool is None else pool.map(self._next, range(n))
@@ -124,6 +127,7 @@ class Group:
             self.pending[j] = ctxs
         if finished:
             assert len(finished) == len(self.runs), "a group's runs must finish together"
+            self.host_seconds += time.perf_counter() - t_host
             return finished
         with_stats = False
         for j, ctxs in enumerate(self.pending):
@@ -136,6 +140,8 @@ class Group:
                 self.lrs[r] = ctx["lr"]
                 with_stats = with_stats or ctx["with_stats"]
         t0 = time.perf_counter()
+        self.host_seconds += t0 - t_host
+        self.steps += 1
         c, e, d = self.config, self.enc, self.dec
         losses = self.kernels.train_epoch_many(
             e.params, e.mask, e.m, e.v, e.step, e.table,
@@ -156,14 +162,14 @@ class Group:
         """The next request of run ``j`` (None once it has trained all its epochs)."""
         run = self.runs[j]
         while True:
-            if self.steps[j] is None:
+            if self.programs[j] is None:
                 if run.epoch >= run.config.epochs:
                     return None
-                self.steps[j] = run.epoch_steps()
+                self.programs[j] = run.epoch_steps()
             try:
-                return next(self.steps[j])
+                return next(self.programs[j])
             except StopIteration:
-                self.steps[j] = None
+                self.programs[j] = None
 
 
 def make_groups(runs: list, max_runs: int = MAX_GROUP_RUNS) -> list:
@@ -179,8 +185,8 @@ def make_groups(runs: list, max_runs: int = MAX_GROUP_RUNS) -> list:
     return groups
 
 
-def run_lockstep(runs: list, on_finish=None, abort=None,
-                 max_runs: int = MAX_GROUP_RUNS, threads: int | None = None) -> list:
+def run_lockstep(runs: list, on_finish=None, abort=None, max_runs: int = MAX_GROUP_RUNS,
+                 threads: int | None = None, timing: dict | None = None) -> list:
     """Train ``runs`` to the end in lockstep groups; return the runs that finished.
 
     ``on_finish(run)`` is called for every run as it finishes (a group's runs
@@ -188,7 +194,9 @@ def run_lockstep(runs: list, on_finish=None, abort=None,
     ``abort`` (an event) is set the loop returns at the next step, leaving
     the unfinished runs unfinished.  ``threads`` (default: the CPU count) run
     the runs' host work between steps concurrently; runs share no state, so
-    the results do not depend on it.
+    the results do not depend on it.  ``timing`` (a dict) receives the groups'
+    total ``train_seconds`` (in the training calls), ``host_seconds`` (the
+    runs' work between them), ``train_calls`` and ``groups``.
     """
     from sparseae.kernels import cpu
 
@@ -197,10 +205,17 @@ def run_lockstep(runs: list, on_finish=None, abort=None,
     for run in runs:
         run.compile_seconds = compile_seconds
     threads = (os.cpu_count() or 1) if threads is None else int(threads)
-    with contextlib.ExitStack() as stack:
-        pool = None if threads <= 1 else stack.enter_context(
-            cf.ThreadPoolExecutor(threads, thread_name_prefix="lockstep"))
-        return _loop(groups, pool, on_finish, abort)
+    every = list(groups)
+    try:
+        with contextlib.ExitStack() as stack:
+            pool = None if threads <= 1 else stack.enter_context(
+                cf.ThreadPoolExecutor(threads, thread_name_prefix="lockstep"))
+            return _loop(groups, pool, on_finish, abort)
+    finally:
+        if timing is not None:
+            timing.update(train_seconds=sum(g.train_seconds for g in every),
+                          host_seconds=sum(g.host_seconds for g in every),
+                          train_calls=sum(g.steps for g in every), groups=len(every))
 
 
 def _loop(groups, pool, on_finish, abort) -> list:

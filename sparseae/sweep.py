@@ -568,6 +568,9 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
     stats = {"out": out, "runs": len(spec.variants) * trials, "done": 0, "skipped": skipped,
              "abandoned": 0, "interrupted": False, "workers": n_workers,
              "lockstep": bool(lockstep)}
+    if lockstep:
+        stats["lockstep_timing"] = {"groups": 0, "train_calls": 0, "train_seconds": 0.0,
+                                    "host_seconds": 0.0}
     started = _now()
     t0 = time.perf_counter()
     run_seconds = 0.0
@@ -634,7 +637,7 @@ def _run_lockstep(todo, writer, finished, abort, stats):
         finished(items[id(run)], _record(run, run.summary(), time.perf_counter() - t0))
         writer.maybe_write()
 
-    done = run_lockstep(runs, on_finish, abort)
+    done = run_lockstep(runs, on_finish, abort, timing=stats["lockstep_timing"])
     stats["abandoned"] += len(runs) - len(done)
 
 

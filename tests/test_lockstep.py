@@ -143,6 +143,11 @@ def test_lockstep_sweep_equals_workers_sweep(tmp_path):
     b = sw.run_sweep(spec, tmp_path / "b.h5", lockstep=True)
     assert not a["lockstep"] and b["lockstep"] and b["workers"] == 1
     assert (b["done"], b["abandoned"], b["interrupted"]) == (8, 0, False)
+    # groups: canonical (3 epochs), Lipi async (3 x 3 cells), Lipi sync (3), the
+    # VARIANCE variant of 2 epochs (2 x 3 cells)
+    t = b["lockstep_timing"]
+    assert (t["groups"], t["train_calls"]) == (4, 3 + 9 + 3 + 6)
+    assert t["train_seconds"] > 0 and t["host_seconds"] > 0
     ra = sorted(load_results(tmp_path / "a.h5"), key=lambda r: (r["variant"], r["trial"]))
     rb = sorted(load_results(tmp_path / "b.h5"), key=lambda r: (r["variant"], r["trial"]))
     assert [(r["variant"], r["trial"]) for r in ra] == [(r["variant"], r["trial"]) for r in rb]
@@ -172,5 +177,7 @@ def test_cli_lockstep_flag(tmp_path):
         f"{k} = {v!r}".replace("'", '"') for k, v in TINY.items()) + "\n")
     r = CliRunner().invoke(main, ["sweep", str(path), "--lockstep"])
     assert r.exit_code == 0, r.output
-    assert "(lockstep)" in r.output and "2 runs done" in r.output
+    assert "2 runs done" in r.output
+    # one group of the two trials: 3 epochs x 3 cells of training calls
+    assert "in lockstep: 1 group, 9 training calls" in r.output
     assert len(load_results(tmp_path / "s.h5")) == 2

@@ -1,0 +1,158 @@
+"""Lockstep sweeps on a GPU: the gecco25 Lipi-AE-S sweep and the paper's table.
+
+Run on the GPU machine from the repository root (see ``bench/gpu.py`` for the
+numpy wheel that numba-cuda needs there)::
+
+    PYTHONPATH=/tmp/site:. python3 -m bench.gpu_sweep [--trials 30] [--epochs 5]
+                                                      [--table-epochs 20]
+
+1. ``configs/gecco25/lipi.toml`` with ``--trials`` trials of ``--epochs``
+   epochs: ``sparseae sweep --device cuda`` (lockstep) against the same sweep
+   on the CPU in worker processes (one per core), wall times and their ratio,
+   and the per-variant medians of the figures' metric on both devices (the
+   runs agree per kernel call to float32 rounding, so they are compared as
+   distributions).
+2. The paper's whole table (``configs/gecco25/{canonical,lipi,schedules}.toml``,
+   ``--trials`` trials) on cuda with ``--table-epochs`` epochs instead of 400:
+   time to build the runs, the lockstep loop (split into training calls and
+   the runs' host work) and the summaries, and the loop scaled to 400 epochs
+   -- the estimate of the full table's time on this GPU.
+
+Writes every number to ``$OUT/gpu_sweep.json`` when ``OUT`` is set.
+``--tiny`` shrinks everything (data, architecture, trials) for a smoke test,
+also under ``NUMBA_ENABLE_CUDASIM=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SPECS = ("canonical", "lipi", "schedules")
+TINY = {"dim": 12, "clusters": 2, "per_cluster": 6, "arch": "12,5,2", "population": 3}
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def spec_for(name, overrides):
+    from sparseae.sweep import load_spec
+
+    return load_spec(REPO / "configs" / "gecco25" / f"{name}.toml", overrides)
+
+
+def medians(path):
+    from sparseae.report import load_results
+
+    by = {}
+    for r in load_results(path):
+        by.setdefault(r["variant"], []).append(r["summary"]["mean_l1"])
+    return {k: statistics.median(v) for k, v in by.items()}
+
+
+def lipi_sweep(trials, epochs, extra, tmp):
+    from sparseae.sweep import run_sweep
+
+    out = {}
+    for device in ("cuda", "cpu"):
+        spec = spec_for("lipi", dict(extra, epochs=epochs, device=device))
+        path = Path(tmp) / f"lipi-{device}.h5"
+        t0 = time.perf_counter()
+        stats = run_sweep(spec, path, trials=trials, lockstep=device == "cuda")
+        out[device] = {"wall_s": time.perf_counter() - t0, "runs": stats["done"],
+                       "workers": stats["workers"], "medians": medians(path),
+                       "lockstep_timing": stats.get("lockstep_timing")}
+        log(f"lipi sweep {trials} trials x {epochs} epochs on {device}: "
+            f"{out[device]['wall_s']:.1f} s ({stats['done']} runs)")
+    out["cpu_over_cuda"] = out["cpu"]["wall_s"] / out["cuda"]["wall_s"]
+    return out
+
+
+def paper_table(trials, epochs, extra, full_epochs=400):
+    """Every run of the paper's table in one lockstep session, phase by phase."""
+    from sparseae.lockstep import run_lockstep
+    from sparseae.runs import make_run
+
+    t0 = time.perf_counter()
+    configs = []
+    for name in SPECS:
+        spec = spec_for(name, dict(extra, epochs=epochs, device="cuda"))
+        configs += [v.trial_config(t) for v, t in spec.runs(trials)]
+    runs = [make_run(c) for c in configs]
+    t_build = time.perf_counter() - t0
+    timing = {}
+    t1 = time.perf_counter()
+    summaries = []
+    finish = [0.0]
+
+    def on_finish(run):
+        t = time.perf_counter()
+        summaries.append(run.summary())
+        finish[0] += time.perf_counter() - t
+
+    run_lockstep(runs, on_finish, timing=timing)
+    t_loop = time.perf_counter() - t1 - finish[0]
+    scale = full_epochs / epochs
+    est = t_build + t_loop * scale + finish[0]
+    res = {"runs": len(runs), "epochs": epochs, "build_s": t_build, "loop_s": t_loop,
+           "summaries_s": finish[0], "timing": timing,
+           "estimate_full_table_s": est, "scaled_to_epochs": full_epochs}
+    log(f"paper table, {len(runs)} runs x {epochs} epochs on cuda: build {t_build:.1f} s, "
+        f"loop {t_loop:.1f} s (training calls {timing['train_seconds']:.1f} s, host "
+        f"{timing['host_seconds']:.1f} s, {timing['train_calls']} calls in "
+        f"{timing['groups']} groups), summaries {finish[0]:.1f} s")
+    log(f"  estimate for {full_epochs} epochs: {est / 60:.1f} min")
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python3 -m bench.gpu_sweep",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=5, help="epochs of the Lipi-AE-S sweep")
+    ap.add_argument("--table-epochs", type=int, default=20,
+                    help="epochs of the timed paper table (scaled to 400)")
+    ap.add_argument("--skip-table", action="store_true")
+    ap.add_argument("--tiny", action="store_true", help="smoke test sizes")
+    a = ap.parse_args(argv)
+    from sparseae.kernels import cuda as ck
+
+    ok, why = ck.available()
+    log(why)
+    if not ok:
+        return 2
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":  # smoke test under the simulator
+        sys.setswitchinterval(1e-4)
+        ck.TPB_TRAIN = ck.TPB_EVAL = 64
+    extra = dict(TINY) if a.tiny else {}
+    results = {"args": vars(a)}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["lipi_sweep"] = lipi_sweep(a.trials, a.epochs, extra, tmp)
+    if not a.skip_table:
+        results["paper_table"] = paper_table(a.trials, a.table_epochs, extra)
+    text = json.dumps(results, indent=1, default=str)
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "gpu_sweep.json").write_text(text)
+    ls = results["lipi_sweep"]
+    log("")
+    log(f"{'variant':<34} {'cuda':>8} {'cpu':>8}  (median mean_l1)")
+    for k, v in ls["cuda"]["medians"].items():
+        log(f"{k:<34} {v:8.4f} {ls['cpu']['medians'].get(k, float('nan')):8.4f}")
+    log(f"lipi sweep wall: cuda {ls['cuda']['wall_s']:.1f} s, cpu {ls['cpu']['wall_s']:.1f} s "
+        f"({ls['cpu']['workers']} workers), cpu/cuda {ls['cpu_over_cuda']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
