@@ -26,9 +26,12 @@ from sparseae.errors import SparseaeError
               help="Train all runs in this process in batched groups, one training call per "
                    "step for every run of a group (same results). [default: on with --device "
                    "cuda]")
+@click.option("--lockstep-runs", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="With --lockstep: runs in flight (and in memory, about 25 MB each at the "
+                   "default sizes) at a time.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
-def sweep(spec_path, trials, workers, out, device, lockstep, quiet, as_json):
+def sweep(spec_path, trials, workers, out, device, lockstep, lockstep_runs, quiet, as_json):
     """Run every variant x trial of SWEEP.toml as independent runs in worker processes.
 
     The spec's [base] table sets TrainConfig fields (and profile), [grid] maps
@@ -38,7 +41,7 @@ def sweep(spec_path, trials, workers, out, device, lockstep, quiet, as_json):
     file atomically as they complete; rerunning resumes, skipping finished
     runs.  Ctrl-C starts no new run and lets runs in flight finish (a second
     Ctrl-C abandons them), keeps the file valid and exits with 130.  With
-    --lockstep every run is in flight from the start.
+    --lockstep the runs of a wave (--lockstep-runs) are in flight together.
     """
     from sparseae.sweep import load_spec, run_sweep
 
@@ -78,7 +81,8 @@ def sweep(spec_path, trials, workers, out, device, lockstep, quiet, as_json):
 
         try:
             stats = run_sweep(spec, out, workers=workers, trials=trials, progress=on_progress,
-                              stop=stop, abort=abort, lockstep=lockstep)
+                              stop=stop, abort=abort, lockstep=lockstep,
+                              lockstep_runs=lockstep_runs)
         except SparseaeError as exc:
             raise InputError(str(exc)) from None
         finally:

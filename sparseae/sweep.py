@@ -507,7 +507,8 @@ def _mp_context():
 
 
 def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = None,
-              progress=None, stop=None, abort=None, lockstep: bool | None = None) -> dict:
+              progress=None, stop=None, abort=None, lockstep: bool | None = None,
+              lockstep_runs: int = 1024) -> dict:
     """Run every (variant, trial) of ``spec`` not yet in ``out_path``; return statistics.
 
     Parameters
@@ -520,8 +521,10 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
     lockstep : train all runs in this process as batched groups, one training call
         per step for every run of a group (:mod:`sparseae.lockstep`); the results
         equal independent runs (bit for bit on the CPU).  Default: on when a
-        variant runs on cuda.  Runs finish (and are written) group by group; a
-        stop lets the groups in flight -- every run -- finish.
+        variant runs on cuda.  Runs go in waves of ``lockstep_runs`` runs, all of
+        a wave in memory and in flight together (about 25 MB per run at the
+        default sizes); they finish (and are written) group by group, and a stop
+        lets the current wave finish and starts no further one.
     progress : ``progress(done, total, eta_seconds)``, called once with ``done = 0``
         before the first run and after each finished run (``eta`` None until known).
     stop : an event; once set no further run starts and runs in flight finish (and are
@@ -541,6 +544,9 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
     trials = spec.trials if trials is None else trials
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"trials: expected an integer >= 1, got {trials!r}")
+    if isinstance(lockstep_runs, bool) or not isinstance(lockstep_runs, int) or \
+            lockstep_runs < 1:
+        raise ConfigError(f"lockstep_runs: expected an integer >= 1, got {lockstep_runs!r}")
     workers = (os.cpu_count() or 1) if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers: expected an integer >= 1, got {workers!r}")
@@ -594,8 +600,7 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
     error = None
     try:
         if lockstep:
-            if todo and not stop.is_set():
-                _run_lockstep(todo, writer, finished, abort, stats)
+            _run_lockstep(todo, writer, finished, stop, abort, stats, lockstep_runs)
         elif n_workers == 1:
             for item in todo:
                 if stop.is_set() or abort.is_set():
@@ -620,25 +625,36 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
     return stats
 
 
-def _run_lockstep(todo, writer, finished, abort, stats):
-    """Run ``todo`` in lockstep groups in this process, writing runs as they finish."""
+def _run_lockstep(todo, writer, finished, stop, abort, stats, wave: int):
+    """Run ``todo`` in lockstep in this process, ``wave`` runs at a time (the runs of
+    a wave are all in memory and in flight together), writing runs as they finish."""
     from sparseae.lockstep import run_lockstep
     from sparseae.runs import make_run
 
     t0 = time.perf_counter()
-    items = {}
-    runs = []
-    for item in todo:
-        run = make_run(item[2])
-        items[id(run)] = item
-        runs.append(run)
+    timing = stats["lockstep_timing"]
+    for lo in range(0, len(todo), wave):
+        if stop.is_set() or abort.is_set():
+            return
+        items = {}
+        runs = []
+        for item in todo[lo:lo + wave]:
+            run = make_run(item[2])
+            items[id(run)] = item
+            runs.append(run)
 
-    def on_finish(run):
-        finished(items[id(run)], _record(run, run.summary(), time.perf_counter() - t0))
-        writer.maybe_write()
+        def on_finish(run):
+            finished(items[id(run)], _record(run, run.summary(), time.perf_counter() - t0))
+            writer.maybe_write()
 
-    done = run_lockstep(runs, on_finish, abort, timing=stats["lockstep_timing"])
-    stats["abandoned"] += len(runs) - len(done)
+        part = {}
+        try:
+            done = run_lockstep(runs, on_finish, abort, max_runs=wave, timing=part)
+        finally:
+            for key, value in part.items():
+                timing[key] += value
+        stats["abandoned"] += len(runs) - len(done)
+        del runs, items
 
 
 def _run_pool(todo, n_workers, writer, finished, stop, abort, stats):

@@ -162,13 +162,38 @@ def test_lockstep_sweep_equals_workers_sweep(tmp_path):
     assert (again["done"], again["skipped"]) == (0, 8)
 
 
-def test_lockstep_sweep_abort_keeps_nothing_half_done(tmp_path):
-    spec = {"trials": 1, "base": dict(TINY, operator="random")}
+def test_lockstep_sweep_abort_and_stop(tmp_path):
+    spec = {"trials": 2, "base": dict(TINY, operator="random"),
+            "grid": {"paradigm": ["canonical", "lipi"]}}
     abort = threading.Event()
     abort.set()
     stats = sw.run_sweep(spec, tmp_path / "r.h5", lockstep=True, abort=abort)
-    assert (stats["done"], stats["abandoned"], stats["interrupted"]) == (0, 1, True)
+    assert (stats["done"], stats["abandoned"], stats["interrupted"]) == (0, 0, True)
     assert not (tmp_path / "r.h5").exists()
+
+    # abort once the first run finished: the canonical group (3 training calls)
+    # finishes, the Lipi-AE-S group (9) is abandoned
+    abort.clear()
+
+    def on_progress(done, total, eta):
+        if done:
+            abort.set()
+
+    stats = sw.run_sweep(spec, tmp_path / "r.h5", lockstep=True, abort=abort,
+                         progress=on_progress)
+    assert (stats["done"], stats["abandoned"], stats["interrupted"]) == (2, 2, True)
+    assert sorted(r["variant"] for r in load_results(tmp_path / "r.h5")) == \
+        ["paradigm=canonical"] * 2
+
+    # stop: the wave in flight finishes, no further wave starts
+    stop = threading.Event()
+    stats = sw.run_sweep(spec, tmp_path / "s.h5", lockstep=True, lockstep_runs=3, stop=stop,
+                         progress=lambda done, total, eta: done and stop.set())
+    assert (stats["done"], stats["abandoned"], stats["interrupted"]) == (3, 0, True)
+    rest = sw.run_sweep(spec, tmp_path / "s.h5", lockstep=True, lockstep_runs=3)
+    assert (rest["done"], rest["skipped"], rest["interrupted"]) == (1, 3, False)
+    with pytest.raises(sw.ConfigError, match="lockstep_runs"):
+        sw.run_sweep(spec, tmp_path / "t.h5", lockstep=True, lockstep_runs=0)
 
 
 def test_cli_lockstep_flag(tmp_path):
