@@ -308,3 +308,31 @@ def test_cuda_without_gpu_is_one_clear_error():
     r = CliRunner().invoke(main, ["train", "--device", "cuda", "--epochs", "1"])
     assert r.exit_code == 2 and "cuda is not usable" in r.output
     assert "Traceback" not in r.output
+
+
+def test_diversity_and_jaccard_match_pairwise_float64():
+    from sparseae.coevolution import _mean_jaccard, _mean_pairwise_l2
+
+    rng = np.random.default_rng(3)
+    n, width = 7, 61_673
+    rows = rng.uniform(-0.1, 0.1, (n, width)).astype(np.float32)
+    rows[3] = rows[2]
+    rows[4] = rows[2]
+    rows[4, 17] += 1e-3  # near-identical rows: a 1e-3 distance next to norms of ~14
+    masks = (rng.random((n, width)) < 0.6).astype(np.uint8)
+    masks[5] = 0
+    masks[6] = 0  # two empty masks overlap fully
+    l2, jac = [], []
+    for i in range(n):
+        for j in range(i + 1, n):
+            d = rows[i].astype(np.float64) - rows[j].astype(np.float64)
+            l2.append(np.sqrt(d @ d))
+            a, b = masks[i].astype(bool), masks[j].astype(bool)
+            union = (a | b).sum()
+            jac.append((a & b).sum() / union if union else 1.0)
+    assert _mean_jaccard(masks) == pytest.approx(np.mean(jac), rel=1e-12)
+    assert _mean_pairwise_l2(rows) == pytest.approx(np.mean(l2), rel=1e-5)
+    # the near-identical pair alone: centring keeps its small distance accurate
+    assert _mean_pairwise_l2(rows[[2, 4]]) == pytest.approx(1e-3, rel=1e-3)
+    assert _mean_pairwise_l2(rows[[2, 3]]) == 0.0
+    assert _mean_pairwise_l2(rows[:1]) == 0.0 and _mean_jaccard(masks[:1]) == 1.0
