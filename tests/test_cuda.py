@@ -202,7 +202,11 @@ else:
     @pytest.mark.parametrize("sizes", SIZES)
     def test_train_epoch_many_matches_cpu(sizes, fresh):
         seed = 40 + 7 * sizes[0] + fresh
-        E, D = population(sizes, seed, adam_state=not fresh)
+        # fresh: the moments start nonzero and must come back 0 (host arrays are
+        # zeroed on the host, the kernel gets (P, 1) stand-ins)
+        E, D = population(sizes, seed, adam_state=True)
+        if fresh:
+            assert E.m.any() and D.v.any()
         cE, cD = copy_arena(E), copy_arena(D)
         rng = np.random.default_rng(seed + 1)
         N, bs = 8, 3  # batches 3, 3, 2
