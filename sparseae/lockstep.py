@@ -116,6 +116,14 @@ class Group:
         threads of ``pool``, a ``concurrent.futures`` executor, when given),
         train all the requests in one call, and return the runs that finished
         (all of them, or none: a group's runs finish together)."""
+        finished = self.prepare(pool)
+        if not finished:
+            self.deliver(self.train())
+        return finished
+
+    def prepare(self, pool=None) -> list:
+        """The host half of a step: resume every run up to its next request and
+        stage the requests (orders, lrs); return the runs that finished."""
         t_host = time.perf_counter()
         finished = []
         n = len(self.runs)
@@ -129,7 +137,7 @@ class Group:
             assert len(finished) == len(self.runs), "a group's runs must finish together"
             self.host_seconds += time.perf_counter() - t_host
             return finished
-        with_stats = False
+        self.with_stats = False
         for j, ctxs in enumerate(self.pending):
             base = j * self.width
             assert len(ctxs) == self.width
@@ -138,25 +146,34 @@ class Group:
                 self.orders[r] = ctx["order"]
                 self.orders[r] += self.offset[j]
                 self.lrs[r] = ctx["lr"]
-                with_stats = with_stats or ctx["with_stats"]
+                self.with_stats = self.with_stats or ctx["with_stats"]
+        self.host_seconds += time.perf_counter() - t_host
+        return []
+
+    def train(self) -> np.ndarray:
+        """The device half of a step: one training call for every staged
+        request; returns the mean batch L1 of every row.  Touches only this
+        group's arrays, so it may run on another thread while other groups
+        do their host work."""
         t0 = time.perf_counter()
-        self.host_seconds += t0 - t_host
-        self.steps += 1
         c, e, d = self.config, self.enc, self.dec
         losses = self.kernels.train_epoch_many(
             e.params, e.mask, e.m, e.v, e.step, e.table,
             d.params, d.mask, d.m, d.v, d.step, d.table,
             self.X_device, self.orders, c.batch_size, self.lrs, c.beta1, c.beta2, c.eps,
-            c.adam == "fresh", self.stats_e, self.stats_d, with_stats)
-        dt = time.perf_counter() - t0
-        self.train_seconds += dt
-        share = dt / len(self.runs)
+            c.adam == "fresh", self.stats_e, self.stats_d, self.with_stats)
+        self.steps += 1
+        self.last_seconds = time.perf_counter() - t0
+        self.train_seconds += self.last_seconds
+        return losses
+
+    def deliver(self, losses) -> None:
+        """Hand every run its requests' losses (and its share of the call's time)."""
+        share = self.last_seconds / len(self.runs)
         for j, ctxs in enumerate(self.pending):
-            run = self.runs[j]
-            run.train_seconds += share
+            self.runs[j].train_seconds += share
             for ctx in ctxs:
                 ctx["loss"] = float(losses[j * self.width + ctx["row"]])
-        return []
 
     def _next(self, j: int):
         """The next request of run ``j`` (None once it has trained all its epochs)."""
@@ -172,36 +189,51 @@ class Group:
                 self.programs[j] = None
 
 
-def make_groups(runs: list, max_runs: int = MAX_GROUP_RUNS) -> list:
-    """Partition ``runs`` into groups (in first-seen key order, at most
-    ``max_runs`` each) and bind every run to its group's work space."""
+def make_groups(runs: list, max_runs: int = MAX_GROUP_RUNS, split: int = 1) -> list:
+    """Partition ``runs`` into groups and bind every run to its group's work space.
+
+    Runs of equal :func:`group_key` (in first-seen order) go into
+    ``max(split, ceil(len / max_runs))`` groups of near-equal size (at most
+    one group per run).
+    """
     by_key = {}
     for run in runs:
         by_key.setdefault(group_key(run), []).append(run)
     groups = []
     for members in by_key.values():
-        for i in range(0, len(members), max_runs):
-            groups.append(Group(members[i:i + max_runs]))
+        k = min(len(members), max(int(split), -(-len(members) // max_runs)))
+        bounds = np.linspace(0, len(members), k + 1).round().astype(int)
+        groups += [Group(members[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
     return groups
 
 
 def run_lockstep(runs: list, on_finish=None, abort=None, max_runs: int = MAX_GROUP_RUNS,
-                 threads: int | None = None, timing: dict | None = None) -> list:
+                 threads: int | None = None, timing: dict | None = None,
+                 overlap: bool | None = None) -> list:
     """Train ``runs`` to the end in lockstep groups; return the runs that finished.
 
     ``on_finish(run)`` is called for every run as it finishes (a group's runs
     finish at the same step).  Every run is in flight from the start: once
     ``abort`` (an event) is set the loop returns at the next step, leaving
     the unfinished runs unfinished.  ``threads`` (default: the CPU count) run
-    the runs' host work between steps concurrently; runs share no state, so
-    the results do not depend on it.  ``timing`` (a dict) receives the groups'
-    total ``train_seconds`` (in the training calls), ``host_seconds`` (the
-    runs' work between them), ``train_calls`` and ``groups``.
+    the runs' host work between steps concurrently.
+
+    ``overlap`` (default: on for cuda) splits each set of runs of one shape
+    into two groups and runs every training call on a background thread, so
+    one group trains while the other does its host work; a step then costs
+    about the larger of the two instead of their sum.  Runs share no state,
+    so none of this changes any result (tested on the CPU).
+
+    ``timing`` (a dict) receives the groups' total ``train_seconds`` (in the
+    training calls), ``host_seconds`` (the runs' work between them),
+    ``train_calls`` and ``groups``.
     """
     from sparseae.kernels import cpu
 
     compile_seconds = cpu.prepare()
-    groups = make_groups(runs, max_runs)
+    if overlap is None:
+        overlap = any(r.config.device == "cuda" for r in runs)
+    groups = make_groups(runs, max_runs, split=2 if overlap else 1)
     for run in runs:
         run.compile_seconds = compile_seconds
     threads = (os.cpu_count() or 1) if threads is None else int(threads)
@@ -210,7 +242,9 @@ def run_lockstep(runs: list, on_finish=None, abort=None, max_runs: int = MAX_GRO
         with contextlib.ExitStack() as stack:
             pool = None if threads <= 1 else stack.enter_context(
                 cf.ThreadPoolExecutor(threads, thread_name_prefix="lockstep"))
-            return _loop(groups, pool, on_finish, abort)
+            trainer = None if not overlap else stack.enter_context(
+                cf.ThreadPoolExecutor(1, thread_name_prefix="lockstep-train"))
+            return _loop(groups, pool, trainer, on_finish, abort)
     finally:
         if timing is not None:
             timing.update(train_seconds=sum(g.train_seconds for g in every),
@@ -218,17 +252,29 @@ def run_lockstep(runs: list, on_finish=None, abort=None, max_runs: int = MAX_GRO
                           train_calls=sum(g.steps for g in every), groups=len(every))
 
 
-def _loop(groups, pool, on_finish, abort) -> list:
+def _loop(groups, pool, trainer, on_finish, abort) -> list:
+    """Groups take turns: collect a group's last training call, let its runs do
+    their host work, start its next call (on ``trainer`` when given)."""
     done = []
-    while groups:
-        for g in list(groups):
-            if abort is not None and abort.is_set():
-                return done
-            finished = g.advance(pool)
-            if finished:
-                groups.remove(g)
-                for run in finished:
-                    done.append(run)
-                    if on_finish is not None:
-                        on_finish(run)
-    return done
+    inflight = {}
+    try:
+        while groups:
+            for g in list(groups):
+                if abort is not None and abort.is_set():
+                    return done
+                if g in inflight:
+                    g.deliver(inflight.pop(g).result())
+                finished = g.prepare(pool)
+                if finished:
+                    groups.remove(g)
+                    for run in finished:
+                        done.append(run)
+                        if on_finish is not None:
+                            on_finish(run)
+                elif trainer is None:
+                    g.deliver(g.train())
+                else:
+                    inflight[g] = trainer.submit(g.train)
+        return done
+    finally:
+        cf.wait(list(inflight.values()))  # no call may outlive the loop

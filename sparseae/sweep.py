@@ -508,7 +508,7 @@ def _mp_context():
 
 def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = None,
               progress=None, stop=None, abort=None, lockstep: bool | None = None,
-              lockstep_runs: int = 1024) -> dict:
+              lockstep_runs: int = 1024, lockstep_overlap: bool | None = None) -> dict:
     """Run every (variant, trial) of ``spec`` not yet in ``out_path``; return statistics.
 
     Parameters
@@ -525,6 +525,8 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
         a wave in memory and in flight together (about 25 MB per run at the
         default sizes); they finish (and are written) group by group, and a stop
         lets the current wave finish and starts no further one.
+        ``lockstep_overlap`` is :func:`sparseae.lockstep.run_lockstep`'s ``overlap``
+        (default: on for cuda).
     progress : ``progress(done, total, eta_seconds)``, called once with ``done = 0``
         before the first run and after each finished run (``eta`` None until known).
     stop : an event; once set no further run starts and runs in flight finish (and are
@@ -600,7 +602,8 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
     error = None
     try:
         if lockstep:
-            _run_lockstep(todo, writer, finished, stop, abort, stats, lockstep_runs)
+            _run_lockstep(todo, writer, finished, stop, abort, stats, lockstep_runs,
+                          lockstep_overlap)
         elif n_workers == 1:
             for item in todo:
                 if stop.is_set() or abort.is_set():
@@ -625,7 +628,7 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
     return stats
 
 
-def _run_lockstep(todo, writer, finished, stop, abort, stats, wave: int):
+def _run_lockstep(todo, writer, finished, stop, abort, stats, wave: int, overlap):
     """Run ``todo`` in lockstep in this process, ``wave`` runs at a time (the runs of
     a wave are all in memory and in flight together), writing runs as they finish."""
     from sparseae.lockstep import run_lockstep
@@ -649,7 +652,8 @@ def _run_lockstep(todo, writer, finished, stop, abort, stats, wave: int):
 
         part = {}
         try:
-            done = run_lockstep(runs, on_finish, abort, max_runs=wave, timing=part)
+            done = run_lockstep(runs, on_finish, abort, max_runs=wave, timing=part,
+                                overlap=overlap)
         finally:
             for key, value in part.items():
                 timing[key] += value

@@ -440,7 +440,7 @@ else:
 
         base = dict(clusters=2, dim=7, per_cluster=5, batch_size=3, arch="7,5,3", epochs=2,
                     population=2, schedule="fixed", prune_probability=0.7, lr=3e-3)
-        spec = {"trials": 2, "base": base,
+        spec = {"trials": 4, "base": base,
                 "variant": [{"name": "lipi", "operator": "random"},
                             {"name": "canonical", "paradigm": "canonical",
                              "operator": "variance"}]}
@@ -456,9 +456,11 @@ else:
             gpu = sw.run_sweep(dict(spec, base=dict(base, device="cuda")), tmp_path / "g.h5")
         finally:
             ck.train_epoch_many = real
-        assert gpu["lockstep"] and gpu["done"] == 4
-        # Lipi group: 2 runs x (2 epochs x 2 cells); canonical group: 2 runs x 2 epochs
-        assert sorted(launches) == [2] * 4 + [2] * 2
+        assert gpu["lockstep"] and gpu["done"] == 8
+        # overlap (the default on cuda): each variant's 4 runs in two groups of 2, one
+        # training thread; Lipi: 2 epochs x 2 cells launches per group, canonical: 2
+        assert launches == [2] * (2 * 4 + 2 * 2)
+        assert gpu["lockstep_timing"]["groups"] == 4
         sw.run_sweep(spec, tmp_path / "c.h5", lockstep=True)
         g = sorted(load_results(tmp_path / "g.h5"), key=lambda r: (r["variant"], r["trial"]))
         c = sorted(load_results(tmp_path / "c.h5"), key=lambda r: (r["variant"], r["trial"]))

@@ -108,6 +108,31 @@ def test_run_lockstep_interleaves_groups_and_reports_each_run(alone):
         assert_same(results(run), want)
 
 
+def test_overlapped_training_thread_changes_nothing(alone):
+    """overlap: each shape split into two groups, training calls on a background
+    thread while the other group does its host work."""
+    runs = [make_run(c) for c in configs()]
+    timing = {}
+    done = lockstep.run_lockstep(runs, overlap=True, timing=timing)
+    assert len(done) == len(runs)
+    # Lipi persistent (4 runs), Lipi fresh (2), Lipi sync (2), canonical (6): two groups each
+    assert timing["groups"] == 8
+    assert timing["train_calls"] == 2 * (9 + 9 + 3 + 3)
+    for run, (want, _) in zip(runs, alone):
+        assert_same(results(run), want)
+
+
+def test_a_failing_training_call_propagates(monkeypatch):
+    runs = [make_run(c) for c in configs()[:4]]
+
+    def boom(*a):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(cpu, "train_epoch_many", boom)
+    with pytest.raises(RuntimeError, match="device lost"):
+        lockstep.run_lockstep(runs, overlap=True)
+
+
 def test_runs_sharing_a_dataset_share_one_block():
     data = binary_clustering(3, 23, 7, 0.05, 0)
     runs = [make_run(TrainConfig.from_profile("default", **dict(TINY, seed=s)), data)
@@ -120,7 +145,9 @@ def test_runs_sharing_a_dataset_share_one_block():
 def test_group_size_cap_splits_groups(alone):
     runs = [make_run(c) for c in configs()[:4]]  # two lipi variants x two seeds
     groups = lockstep.make_groups(runs, max_runs=3)
-    assert [len(g.runs) for g in groups] == [3, 1]
+    assert [len(g.runs) for g in groups] == [2, 2]  # near-equal parts
+    assert [len(g.runs) for g in lockstep.make_groups(runs, split=3)] == [1, 2, 1]
+    assert [len(g.runs) for g in lockstep.make_groups(runs[:1], split=2)] == [1]
     lockstep.run_lockstep(runs, max_runs=3, threads=1)
     for run, (want, _) in zip(runs, alone[:4]):
         assert_same(results(run), want)
