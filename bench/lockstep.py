@@ -18,9 +18,9 @@ population 10):
 * ``train us per run-step``: the same with the real CPU training call
   (numba ``prange`` over the pairs), for scale.
 
-Then a small gecco25 sweep (canonical and Lipi-AE-S variants) is run twice in
-this process, once in worker processes and once with ``lockstep=True`` on
-the CPU, and the ratio of wall times printed (same results, tested).  The
+Then a small gecco25 sweep (canonical and Lipi-AE-S variants) is run on the
+CPU in worker processes, in lockstep, and in lockstep with overlap, and the
+wall times printed with their ratio to the first (same results, tested).  The
 estimate for a GPU sweep is ``steps x (runs x host us + launch)``.
 """
 
@@ -96,16 +96,18 @@ def main(argv=None):
             "variant": [{"name": "canonical conj", "paradigm": "canonical",
                          "operator": "conjunctive"},
                         {"name": "lipi random", "paradigm": "lipi", "operator": "random"}]}
+    walls = {}
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        w = sw.run_sweep(spec, Path(tmp) / "w.h5")
-        tw = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        sw.run_sweep(spec, Path(tmp) / "l.h5", lockstep=True)
-        tl = time.perf_counter() - t0
-    print(f"sweep of {2 * a.trials} gecco25 runs x {a.epochs} epochs on the CPU: "
-          f"{w['workers']} workers {tw:.2f} s, lockstep {tl:.2f} s (ratio {tl / tw:.2f})")
-
+        for mode, kw in (("workers", {}), ("lockstep", {"lockstep": True}),
+                         ("lockstep+overlap", {"lockstep": True, "lockstep_overlap": True})):
+            t0 = time.perf_counter()
+            st = sw.run_sweep(spec, Path(tmp) / f"{mode}.h5", **kw)
+            walls[mode] = time.perf_counter() - t0
+            if mode == "workers":
+                walls[mode + f" ({st['workers']})"] = walls.pop(mode)
+    base = next(iter(walls.values()))
+    print(f"sweep of {2 * a.trials} gecco25 runs x {a.epochs} epochs on the CPU: " + ", ".join(
+        f"{m} {w:.2f} s ({w / base:.2f})" for m, w in walls.items()))
 
 if __name__ == "__main__":
     main()
