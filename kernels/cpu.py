@@ -251,6 +251,25 @@ def dense_backward(w, n_in, n_out, transposed, act, x, h, dh, B, gw, gb, dx, nee
 
 
 @njit(**_HELPER)
+def fresh_adam_update(p, g, mask, step, lr, beta1, beta2, eps):
+    """:func:`adam_update` with ``fresh``, without touching the moments (which a
+    fresh Adam keeps at 0: :func:`train_epoch` zeroes them once per epoch
+    instead of writing zeros at every step).  Sets ``step`` to 1."""
+    b1 = _F(beta1)
+    b2 = _F(beta2)
+    e = _F(eps)
+    one = _F(1.0)
+    step[0] = 1
+    step_size = _F(lr / (1.0 - beta1))
+    inv_sqrt_bc2 = _F(1.0 / np.sqrt(1.0 - beta2))
+    for k in range(p.shape[0]):
+        gk = g[k] * mask[k]
+        mk = (one - b1) * gk
+        vk = (one - b2) * gk * gk
+        p[k] -= step_size * mk / (np.sqrt(vk) * inv_sqrt_bc2 + e)
+
+
+@njit(**_HELPER)
 def adam_update(p, g, mask, m, v, step, lr, beta1, beta2, eps, fresh):
     """Masked Adam (PyTorch's formula) over a whole arena row.
 
@@ -261,12 +280,15 @@ def adam_update(p, g, mask, m, v, step, lr, beta1, beta2, eps, fresh):
     does): ``m`` and ``v`` are left at 0 and the update is about
     ``lr * sign(g)``.
     """
+    if fresh:
+        fresh_adam_update(p, g, mask, step, lr, beta1, beta2, eps)
+        m[:] = _F(0.0)
+        v[:] = _F(0.0)
+        return
     b1 = _F(beta1)
     b2 = _F(beta2)
     e = _F(eps)
     one = _F(1.0)
-    if fresh:
-        step[0] = 0
     t = step[0] + 1
     step[0] = t
     bc1 = 1.0 - beta1 ** t
@@ -274,22 +296,13 @@ def adam_update(p, g, mask, m, v, step, lr, beta1, beta2, eps, fresh):
     step_size = _F(lr / bc1)
     inv_sqrt_bc2 = _F(1.0 / np.sqrt(bc2))
     n = p.shape[0]
-    if fresh:
-        for k in range(n):
-            gk = g[k] * mask[k]
-            mk = (one - b1) * gk
-            vk = (one - b2) * gk * gk
-            p[k] -= step_size * mk / (np.sqrt(vk) * inv_sqrt_bc2 + e)
-            m[k] = _F(0.0)
-            v[k] = _F(0.0)
-    else:
-        for k in range(n):
-            gk = g[k] * mask[k]
-            mk = b1 * m[k] + (one - b1) * gk
-            vk = b2 * v[k] + (one - b2) * gk * gk
-            m[k] = mk
-            v[k] = vk
-            p[k] -= step_size * mk / (np.sqrt(vk) * inv_sqrt_bc2 + e)
+    for k in range(n):
+        gk = g[k] * mask[k]
+        mk = b1 * m[k] + (one - b1) * gk
+        vk = b2 * v[k] + (one - b2) * gk * gk
+        m[k] = mk
+        v[k] = vk
+        p[k] -= step_size * mk / (np.sqrt(vk) * inv_sqrt_bc2 + e)
 
 
 @njit(**_HELPER)
@@ -473,6 +486,11 @@ def _train_epoch(pe, me, m_e, v_e, step_e, le,
     no_marks_d = np.zeros(_units(ld), np.uint8)
     cs_e = np.zeros((le.shape[0], 3), np.int64)
     cs_d = np.zeros((ld.shape[0], 3), np.int64)
+    if fresh:  # a new Adam every step: the moments stay 0 (written once, not per step)
+        m_e[:] = _F(0.0)
+        v_e[:] = _F(0.0)
+        m_d[:] = _F(0.0)
+        v_d[:] = _F(0.0)
     total = 0.0
     nb = 0
     for start in range(0, n, batch_size):
@@ -494,8 +512,12 @@ def _train_epoch(pe, me, m_e, v_e, step_e, le,
         dc = dcode_buf[:dcode.shape[0]]
         dc[:] = dcode
         half_backward(pe, le, x, B, hbuf_e, hoff_e, dc, ge, work, False)
-        adam_update(pe, ge, me, m_e, v_e, step_e, lr, beta1, beta2, eps, fresh)
-        adam_update(pd, gd, md, m_d, v_d, step_d, lr, beta1, beta2, eps, fresh)
+        if fresh:
+            fresh_adam_update(pe, ge, me, step_e, lr, beta1, beta2, eps)
+            fresh_adam_update(pd, gd, md, step_d, lr, beta1, beta2, eps)
+        else:
+            adam_update(pe, ge, me, m_e, v_e, step_e, lr, beta1, beta2, eps, False)
+            adam_update(pd, gd, md, m_d, v_d, step_d, lr, beta1, beta2, eps, False)
     return total / nb
 
 
