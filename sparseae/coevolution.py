@@ -192,8 +192,9 @@ class LipiRun:
         fitness = best_case_fitness(losses)
         win = tournament(fitness, self.rng)
         src = int(idx[win])
-        self.work_e.copy_row(wi, src, source=E)
-        self.work_d.copy_row(wi, src, source=D)
+        moments = c.adam != "fresh"  # a fresh Adam's moments are 0 in every row
+        self.work_e.copy_row(wi, src, source=E, moments=moments)
+        self.work_d.copy_row(wi, src, source=D, moments=moments)
         operator = self.operators[cell]
         with_stats = operator == "variance"
         if with_stats:
@@ -244,8 +245,9 @@ class LipiRun:
             if p > self.rng.random():
                 pruned = prune_event(c, operator, we, wd, wi, wi, self.rng, self.data,
                                      ctx["stats_e"], ctx["stats_d"])
-        E.copy_row(cell, wi, source=we)
-        D.copy_row(cell, wi, source=wd)
+        moments = c.adam != "fresh"
+        E.copy_row(cell, wi, source=we, moments=moments)
+        D.copy_row(cell, wi, source=wd, moments=moments)
         self.cell_lr[cell] = mutate_lr(self.cell_lr[cell], c.lr_sigma, self.rng)
         return {"selection_loss": ctx["selection_loss"], "replacement_loss": replacement,
                 "lr": float(self.cell_lr[cell]),

@@ -199,13 +199,20 @@ class Arena:
             self.step[i] = 0
             self.zeros[i] = -1
 
-    def copy_row(self, dst: int, src: int, source: "Arena | None" = None, adam: bool = True):
-        """Copy individual ``src`` (of ``source``, default this arena) into row ``dst``."""
+    def copy_row(self, dst: int, src: int, source: "Arena | None" = None, adam: bool = True,
+                 moments: bool = True):
+        """Copy individual ``src`` (of ``source``, default this arena) into row ``dst``.
+
+        ``adam=False`` resets the copy's Adam state instead; ``moments=False``
+        leaves ``m`` and ``v`` of row ``dst`` as they are (for a fresh Adam,
+        whose moments are 0 in every row)."""
         a = self if source is None else source
         self.params[dst] = a.params[src]
         self.mask[dst] = a.mask[src]
         self.zeros[dst] = a.zeros[src]
-        if adam:
+        if not moments:
+            self.step[dst] = a.step[src] if adam else 0
+        elif adam:
             self.m[dst] = a.m[src]
             self.v[dst] = a.v[src]
             self.step[dst] = a.step[src]

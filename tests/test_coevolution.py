@@ -336,3 +336,14 @@ def test_diversity_and_jaccard_match_pairwise_float64():
     assert _mean_pairwise_l2(rows[[2, 4]]) == pytest.approx(1e-3, rel=1e-3)
     assert _mean_pairwise_l2(rows[[2, 3]]) == 0.0
     assert _mean_pairwise_l2(rows[:1]) == 0.0 and _mean_jaccard(masks[:1]) == 1.0
+
+
+def test_fresh_adam_moments_stay_zero_in_every_row():
+    """The row copies of a fresh-Adam run skip the moments: they must be 0 everywhere."""
+    cfg = TrainConfig(epochs=3, adam="fresh", operator="random", prune_probability=0.9,
+                      schedule="fixed", **TINY)
+    run = LipiRun(cfg)
+    run.run()
+    for a in (run.encoders, run.decoders, run.work_e, run.work_d):
+        assert not a.m.any() and not a.v.any()
+    assert run.encoders.step.tolist() == [1] * run.n_cells

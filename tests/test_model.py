@@ -73,3 +73,28 @@ def test_encode_decode_reconstruct_match_numpy():
     assert ae.l1(X) == pytest.approx(np.abs(ref - X).mean(), rel=1e-5)
     with pytest.raises(ValueError, match=r"\(N, 9\)"):
         ae.encode(np.zeros((2, 8)))
+
+
+def test_copy_row_variants():
+    a = Arena([(5, 3, 0)], 3)
+    rng = np.random.default_rng(0)
+    a.init(rng)
+    for arr in (a.m, a.v):
+        arr[...] = rng.random(arr.shape)
+    a.step[:] = [4, 5, 6]
+    a.zeros[:] = [7, 8, 9]
+    a.mask[1, 2] = 0
+    before = {k: v.copy() for k, v in a.arrays().items()}
+    a.copy_row(0, 1)
+    for k in ("params", "mask", "m", "v", "step", "zeros"):
+        np.testing.assert_array_equal(getattr(a, k)[0], before[k][1])
+    a.copy_row(2, 1, moments=False)  # m, v of row 2 untouched, the rest copied
+    np.testing.assert_array_equal(a.m[2], before["m"][2])
+    np.testing.assert_array_equal(a.v[2], before["v"][2])
+    np.testing.assert_array_equal(a.params[2], before["params"][1])
+    assert a.step[2] == 5 and a.zeros[2] == 8
+    a.copy_row(2, 1, adam=False)  # Adam state reset
+    assert not a.m[2].any() and not a.v[2].any() and a.step[2] == 0
+    view = a.rows(1, 3)  # shares memory with rows 1..2
+    view.params[0, 0] = 42.0
+    assert a.params[1, 0] == 42.0 and view.population == 2
