@@ -106,6 +106,8 @@ class Group:
             d = run.data
             run.data = Dataset(self.X[o:o + n], d.test, d.validation)
         self.programs = [None] * len(self.runs)
+        self.seconds = [0.0] * len(self.runs)  # each run's host work
+        self.index = {id(run): j for j, run in enumerate(self.runs)}
         self.pending = [None] * len(self.runs)
         self.steps = 0  # training calls made
         self.train_seconds = 0.0  # in the training calls
@@ -177,6 +179,13 @@ class Group:
 
     def _next(self, j: int):
         """The next request of run ``j`` (None once it has trained all its epochs)."""
+        t0 = time.perf_counter()
+        try:
+            return self._resume(j)
+        finally:
+            self.seconds[j] += time.perf_counter() - t0
+
+    def _resume(self, j: int):
         run = self.runs[j]
         while True:
             if self.programs[j] is None:
@@ -187,6 +196,11 @@ class Group:
                 return next(self.programs[j])
             except StopIteration:
                 self.programs[j] = None
+
+    def run_seconds(self, run) -> float:
+        """A run's own time so far: its host work plus its share of the training calls."""
+        j = self.index[id(run)]
+        return self.seconds[j] + self.train_seconds / len(self.runs)
 
 
 def make_groups(runs: list, max_runs: int = MAX_GROUP_RUNS, split: int = 1) -> list:
@@ -213,7 +227,8 @@ def run_lockstep(runs: list, on_finish=None, abort=None, max_runs: int = MAX_GRO
     """Train ``runs`` to the end in lockstep groups; return the runs that finished.
 
     ``on_finish(run)`` is called for every run as it finishes (a group's runs
-    finish at the same step).  Every run is in flight from the start: once
+    finish at the same step), after setting ``run.lockstep_seconds`` (its own
+    host work plus its share of the group's training calls).  Every run is in flight from the start: once
     ``abort`` (an event) is set the loop returns at the next step, leaving
     the unfinished runs unfinished.  ``threads`` (default: the CPU count) run
     the runs' host work between steps concurrently.
@@ -268,6 +283,7 @@ def _loop(groups, pool, trainer, on_finish, abort) -> list:
                 if finished:
                     groups.remove(g)
                     for run in finished:
+                        run.lockstep_seconds = g.run_seconds(run)
                         done.append(run)
                         if on_finish is not None:
                             on_finish(run)

@@ -38,7 +38,8 @@ variants' resolved configs with their base seed: the sweep's identity),
 ``runs/<variant>/<trial>`` (``/`` and ``%`` in names are %-escaped; the
 ``variant`` attribute holds the name) with attributes ``variant``, ``trial``,
 ``seed``, ``config`` (JSON), ``summary`` (JSON), ``seconds`` (the run's wall
-time in its worker), ``finished``, ``pid``, and one float64 dataset per
+time in its worker; in lockstep its own host work plus its share of its
+group's training calls), ``finished``, ``pid``, and one float64 dataset per
 history series (per-cell series of Lipi-AE-S are 2-D ``(epochs, N)``).
 
 Crash safety
@@ -634,7 +635,6 @@ def _run_lockstep(todo, writer, finished, stop, abort, stats, wave: int, overlap
     from sparseae.lockstep import run_lockstep
     from sparseae.runs import make_run
 
-    t0 = time.perf_counter()
     timing = stats["lockstep_timing"]
     for lo in range(0, len(todo), wave):
         if stop.is_set() or abort.is_set():
@@ -647,7 +647,10 @@ def _run_lockstep(todo, writer, finished, stop, abort, stats, wave: int, overlap
             runs.append(run)
 
         def on_finish(run):
-            finished(items[id(run)], _record(run, run.summary(), time.perf_counter() - t0))
+            t1 = time.perf_counter()
+            summary = run.summary()
+            seconds = run.lockstep_seconds + time.perf_counter() - t1
+            finished(items[id(run)], _record(run, summary, seconds))
             writer.maybe_write()
 
         part = {}

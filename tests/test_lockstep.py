@@ -4,6 +4,7 @@ On the CPU a run trained in a lockstep group must end bit-identical to the
 same run trained alone: the group only batches the training calls.
 """
 
+import os
 import threading
 
 import numpy as np
@@ -184,6 +185,10 @@ def test_lockstep_sweep_equals_workers_sweep(tmp_path):
             {k: v for k, v in y["summary"].items() if k not in sw.TIMING_KEYS}
         for key in x["history"]:
             np.testing.assert_array_equal(x["history"][key], y["history"][key])
+    # a lockstep run's seconds: its own host work (on one of the pool's threads) plus its
+    # share of the training calls, so they add up to at most threads x wall, not runs x wall
+    threads = os.cpu_count() or 1
+    assert 0 < sum(r["seconds"] for r in rb) <= min(threads, 4) * b["wall_seconds"]
     # resuming a finished lockstep sweep runs nothing
     again = sw.run_sweep(spec, tmp_path / "b.h5", lockstep=True)
     assert (again["done"], again["skipped"]) == (0, 8)
