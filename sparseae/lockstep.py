@@ -29,15 +29,16 @@ have the same shape and the same number of them:
 A group owns one encoder and one decoder arena holding every run's work rows
 (the runs use row views of them, :meth:`~sparseae.model.Arena.rows`), the
 VARIANCE statistics, the per-row batch orders and learning rates, and one
-training matrix ``X`` that stacks the runs' training splits (each run's
-``data.train`` becomes a view of its block; a run's orders are offset to its
-block).  The groups of a sweep take turns, one step each.
+training matrix ``X`` that stacks the runs' distinct training splits (each
+run's ``data.train`` becomes a view of its block; a run's orders are offset
+to its block).  The groups of a sweep take turns, one step each.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import hashlib
 import os
 import time
 
@@ -86,10 +87,11 @@ class Group:
         n, D = first.data.train.shape
         self.orders = np.zeros((P, n), np.int64)
         self.lrs = np.zeros(P, np.float64)
-        # one training matrix: each distinct training split once
+        # one training matrix: each distinct training split once (by content: runs
+        # of one data file or data seed load equal copies)
         blocks, offset = {}, []
         for run in self.runs:
-            key = id(run.data.train)
+            key = hashlib.sha256(run.data.train.tobytes()).digest()
             if key not in blocks:
                 blocks[key] = (len(blocks) * n, run.data.train)
             offset.append(blocks[key][0])

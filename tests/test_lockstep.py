@@ -78,11 +78,13 @@ def test_groups_batch_one_call_per_step_and_match_runs_alone(alone, monkeypatch)
     assert [len(g.runs) for g in groups] == [4, 2, 2, 6]
     assert [g.P for g in groups] == [4, 2, 2 * 3, 6]
     n = runs[0].data.train.shape[0]
-    for g in groups:  # distinct seeds: distinct data, one block each in the group's X
-        assert g.X.shape[0] == len(g.runs) * n
+    for g in groups:  # each distinct dataset once in the group's X (data follow the seed)
+        distinct = {(r.config.seed, r.config.data_quirks) for r in g.runs}
+        assert g.X.shape[0] == len(distinct) * n
         for j, run in enumerate(g.runs):
             assert np.shares_memory(run.data.train, g.X)
             np.testing.assert_array_equal(run.data.train, g.X[g.offset[j]:g.offset[j] + n])
+    assert groups[0].X.shape[0] == 2 * n  # 4 runs, 2 seeds
     done = []
     for g in groups:
         while not g.advance():
@@ -141,6 +143,12 @@ def test_runs_sharing_a_dataset_share_one_block():
     (g,) = lockstep.make_groups(runs)
     assert g.X.shape[0] == data.train.shape[0]
     assert np.all(g.offset == 0)
+    # equal data loaded separately (same data seed, other run seeds): one block too
+    runs = [make_run(TrainConfig.from_profile("default", **dict(TINY, seed=s, data_seed=5)))
+            for s in range(3)]
+    (g,) = lockstep.make_groups(runs)
+    assert g.X.shape[0] == runs[0].data.train.shape[0]
+    assert all(np.shares_memory(r.data.train, g.X) for r in runs)
 
 
 def test_group_size_cap_splits_groups(alone):
