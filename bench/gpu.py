@@ -33,7 +33,9 @@ there is an index (``pip download numpy==2.4.6 --only-binary=:all:
    numpy interface (host copies in and out) for comparison.
 
 Prints a short table last; writes every number to ``$OUT/gpu.json`` when
-``OUT`` is set (or to ``--json FILE``).  A size that fails is reported, not
+``OUT`` is set (or to ``--json FILE``).  Lockstep sweeps (the gecco25
+Lipi-AE-S sweep of 30 trials x 5 epochs, the paper's table) are timed by
+``bench/gpu_sweep.py``; ``bench/gpu_session.sh`` runs both in one device call.  A size that fails is reported, not
 fatal.  About 100 s on an H200.
 
 Measured on an H200 (numba-cuda 0.30.4; the defaults TPB_TRAIN 256,
