@@ -12,5 +12,5 @@ OUT=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 timeout 150 python3 -m bench.gpu --quick --no-variants --json "$OUT/gpu_quick.json" 2>&1 \
     | tee "$OUT/gpu.log"
-timeout 330 python3 -m bench.gpu_sweep --trials 30 --epochs 5 --table-epochs 10 2>&1 \
+timeout 330 python3 -m bench.gpu_sweep --trials 30 --epochs 5 --table-epochs 4 2>&1 \
     | tee "$OUT/gpu_sweep.log"
