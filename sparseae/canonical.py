@@ -177,14 +177,6 @@ class CanonicalRun:
         yield [ctx]
         self.finish_epoch(ctx, ctx["loss"])
 
-    @property
-    def work_e(self):
-        return self.model.encoder
-
-    @property
-    def work_d(self):
-        return self.model.decoder
-
     work_rows = 1
 
     def bind_work(self, enc, dec, stats_e: np.ndarray, stats_d: np.ndarray) -> None:

@@ -661,7 +661,6 @@ def _run_lockstep(todo, writer, finished, stop, abort, stats, wave: int, overlap
             for key, value in part.items():
                 timing[key] += value
         stats["abandoned"] += len(runs) - len(done)
-        del runs, items
 
 
 def _run_pool(todo, n_workers, writer, finished, stop, abort, stats):
