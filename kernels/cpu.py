@@ -35,6 +35,8 @@ from sparseae._options import (
     FASTMATH,
     RELU,
 )
+from sparseae.kernels import fpenv
+from sparseae.kernels.fpenv import flush_tiny
 
 _F = np.float32
 _JIT = dict(cache=True, fastmath=set(FASTMATH), nogil=True, error_model="numpy")
@@ -98,6 +100,8 @@ _LN2_HI = _F(0.693359375)
 _LN2_LO = _F(-2.12194440e-4)
 _EXP_P = (_F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3),
           _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1))
+# the largest -z the sigmoid sees: 1 / (1 + e^87.3) is still a normal float32
+_SIG_MAX = _F(87.3)
 
 
 @njit(**_HELPER)
@@ -109,13 +113,14 @@ def sigmoid_inplace(z, scratch):
     ``2^n * p(r)`` (Cody-Waite reduction, degree-6 polynomial, about 1 ulp),
     with ``2^n`` built in the int32 ``scratch`` (length >= ``len(z)``) so
     that every loop vectorises.  NaN propagates; the argument is clamped to
-    [-87, 88] so 2^n stays a normal float.
+    [-87, 87.3] so 2^n stays a normal float and the output stays at or above
+    1 / (1 + e^87.3) = 1.2e-38, a normal number (``kernels.fpenv``).
     """
     n = z.shape[0]
     for o in range(n):
         x = -z[o]
-        if x > _F(88.0):
-            x = _F(88.0)
+        if x > _SIG_MAX:
+            x = _SIG_MAX
         if x < _F(-87.0):
             x = _F(-87.0)
         k = np.floor(x * _LOG2E + _F(0.5))
@@ -134,27 +139,60 @@ def sigmoid_inplace(z, scratch):
 
 
 @njit(**_HELPER)
+def _dots(wr, x, n, B, out, stride):
+    """``out[b * stride] = wr . x[b * n:(b + 1) * n]`` for every ``b < B``.
+
+    Four batch rows per pass, so each weight is loaded once for four
+    products; every dot product is still its own reduction.
+    """
+    b = 0
+    while b + 4 <= B:
+        x0 = x[b * n:(b + 1) * n]
+        x1 = x[(b + 1) * n:(b + 2) * n]
+        x2 = x[(b + 2) * n:(b + 3) * n]
+        x3 = x[(b + 3) * n:(b + 4) * n]
+        s0 = _F(0.0)
+        s1 = _F(0.0)
+        s2 = _F(0.0)
+        s3 = _F(0.0)
+        for i in range(n):
+            wi = wr[i]
+            s0 += wi * x0[i]
+            s1 += wi * x1[i]
+            s2 += wi * x2[i]
+            s3 += wi * x3[i]
+        out[b * stride] = s0
+        out[(b + 1) * stride] = s1
+        out[(b + 2) * stride] = s2
+        out[(b + 3) * stride] = s3
+        b += 4
+    while b < B:
+        x0 = x[b * n:(b + 1) * n]
+        s0 = _F(0.0)
+        for i in range(n):
+            s0 += wr[i] * x0[i]
+        out[b * stride] = s0
+        b += 1
+
+
+@njit(**_HELPER)
 def dense_forward(w, bias, n_in, n_out, transposed, act, x, h, B,
-                  stats, with_stats, marks, cstate, conj, threshold):
+                  stats, with_stats, marks, cstate, conj, threshold, scratch):
     """One dense layer on a batch: ``h = act(x W^T + b)`` on flat buffers.
 
     ``x`` holds ``B * n_in`` inputs, ``h`` receives ``B * n_out`` outputs.
     With ``with_stats`` the pre-activations are added to ``stats`` (``(n_out,
     3)`` float64: count, sum, sum of squares); with ``conj`` each sample's
-    pre-activation is fed to :func:`conjunctive_update` in order.
+    pre-activation is fed to :func:`conjunctive_update` in order.  ``scratch``
+    is int32 work space of at least ``n_out`` (for the sigmoid).
     """
-    scratch = np.empty(n_out if act != RELU else 0, np.int32)
-    if transposed == 0:
+    if transposed == 0:  # (out, in): one dot product per output and sample
         for o in range(n_out):
-            wo = o * n_in
+            _dots(w[o * n_in:(o + 1) * n_in], x, n_in, B, h[o:], n_out)
             bo = bias[o]
             for b in range(B):
-                xb = b * n_in
-                s = _F(0.0)
-                for i in range(n_in):
-                    s += w[wo + i] * x[xb + i]
-                h[b * n_out + o] = s + bo
-    else:
+                h[b * n_out + o] += bo
+    else:  # (in, out): each sample's output row accumulates weight rows
         for b in range(B):
             hb = b * n_out
             for o in range(n_out):
@@ -298,8 +336,9 @@ def adam_update(p, g, mask, m, v, step, lr, beta1, beta2, eps, fresh):
     n = p.shape[0]
     for k in range(n):
         gk = g[k] * mask[k]
-        mk = b1 * m[k] + (one - b1) * gk
-        vk = b2 * v[k] + (one - b2) * gk * gk
+        # flush_tiny: a no-op under FTZ (kernels.fpenv), the guard elsewhere
+        mk = flush_tiny(b1 * m[k] + (one - b1) * gk)
+        vk = flush_tiny(b2 * v[k] + (one - b2) * gk * gk)
         m[k] = mk
         v[k] = vk
         p[k] -= step_size * mk / (np.sqrt(vk) * inv_sqrt_bc2 + e)
@@ -354,6 +393,39 @@ def abs_sum(y, x, n):
     return total
 
 
+@njit(cache=True, fastmath={"nsz", "contract"}, nogil=True, error_model="numpy")
+def pairwise_sq_l2(rows):
+    """``(n, n)`` float64 squared L2 distances between the rows of ``rows``.
+
+    Each difference is taken in float64 and squared there, so a distance is
+    accurate to float64 rounding whatever the rows' norms (a Gram matrix in
+    float32 lost up to 4e-5 of it to cancellation).  The sums run in a fixed
+    order (8 lanes), the same in every process.
+    """
+    old = fpenv.enter()
+    n, k = rows.shape
+    out = np.zeros((n, n), np.float64)
+    acc = np.zeros(8, np.float64)
+    full = k - k % 8
+    for i in range(n):
+        for j in range(i + 1, n):
+            acc[:] = 0.0
+            for t in range(0, full, 8):
+                for lane in range(8):
+                    d = np.float64(rows[i, t + lane]) - np.float64(rows[j, t + lane])
+                    acc[lane] += d * d
+            s = 0.0
+            for t in range(full, k):
+                d = np.float64(rows[i, t]) - np.float64(rows[j, t])
+                s += d * d
+            for lane in range(8):
+                s += acc[lane]
+            out[i, j] = s
+            out[j, i] = s
+    fpenv.leave(old)
+    return out
+
+
 # ------------------------------------------------------------------ network halves
 
 
@@ -376,12 +448,14 @@ def _max_width(lay):
 
 
 @njit(**_HELPER)
-def half_forward(p, lay, x, B, hbuf, hoff, stats, with_stats, marks, cstate, conj, threshold):
+def half_forward(p, lay, x, B, hbuf, hoff, stats, with_stats, marks, cstate, conj, threshold,
+                 scratch):
     """Forward ``B`` samples (flat ``x``) through every layer of one half.
 
     Layer ``l``'s output lands in ``hbuf[hoff[l]:hoff[l+1]]``.  ``stats`` is
     ``(units, 3)`` and ``marks`` ``(units,)`` indexed by the table's unit
-    offsets; ``cstate`` is ``(layers, 3)``.
+    offsets; ``cstate`` is ``(layers, 3)``; ``scratch`` is int32 work space of
+    at least :func:`_max_width` entries.
     """
     L = lay.shape[0]
     inp = x
@@ -395,7 +469,7 @@ def half_forward(p, lay, x, B, hbuf, hoff, stats, with_stats, marks, cstate, con
         dense_forward(p[wo:wo + n_in * n_out], p[bo:bo + n_out], n_in, n_out,
                       lay[l, COL_T], lay[l, COL_ACT], inp, out, B,
                       stats[u0:u0 + n_out], with_stats, marks[u0:u0 + n_out],
-                      cstate[l], conj, threshold)
+                      cstate[l], conj, threshold, scratch)
         inp = out
     return inp
 
@@ -448,11 +522,14 @@ def train_epoch(pe, me, m_e, v_e, step_e, le,
                 stats_e, stats_d, with_stats):
     """Train one encoder/decoder pair for one epoch; return the mean batch L1.
 
-    See :func:`_train_epoch`.
+    See :func:`_train_epoch`.  Runs with FTZ/DAZ set (``kernels.fpenv``).
     """
-    return _train_epoch(pe, me, m_e, v_e, step_e, le, pd, md, m_d, v_d, step_d, ld,
+    old = fpenv.enter()
+    loss = _train_epoch(pe, me, m_e, v_e, step_e, le, pd, md, m_d, v_d, step_d, ld,
                         X, order, batch_size, lr, beta1, beta2, eps, fresh,
                         stats_e, stats_d, with_stats)
+    fpenv.leave(old)
+    return loss
 
 
 @njit(**_HELPER)
@@ -486,6 +563,7 @@ def _train_epoch(pe, me, m_e, v_e, step_e, le,
     no_marks_d = np.zeros(_units(ld), np.uint8)
     cs_e = np.zeros((le.shape[0], 3), np.int64)
     cs_d = np.zeros((ld.shape[0], 3), np.int64)
+    scratch = np.empty(mw, np.int32)
     if fresh:  # a new Adam every step: the moments stay 0 (written once, not per step)
         m_e[:] = _F(0.0)
         v_e[:] = _F(0.0)
@@ -501,9 +579,9 @@ def _train_epoch(pe, me, m_e, v_e, step_e, le,
                 xb[b * D + j] = X[r, j]
         x = xb[:B * D]
         code = half_forward(pe, le, x, B, hbuf_e, hoff_e, stats_e, with_stats,
-                            no_marks_e, cs_e, False, 0.0)
+                            no_marks_e, cs_e, False, 0.0, scratch)
         y = half_forward(pd, ld, code, B, hbuf_d, hoff_d, stats_d, with_stats,
-                         no_marks_d, cs_d, False, 0.0)
+                         no_marks_d, cs_d, False, 0.0, scratch)
         loss = l1_loss_grad(y, x, dy, B * D, 1.0 / (B * D))
         total += loss
         nb += 1
@@ -527,7 +605,10 @@ def _train_epoch(pe, me, m_e, v_e, step_e, le,
 @njit(**_JIT)
 def forward_half(p, lay, X, chunk):
     """Outputs of one half for every row of ``X`` (``(N, n_in)``), as ``(N, n_out)``."""
-    return _forward_half(p, lay, X, chunk)
+    old = fpenv.enter()
+    Y = _forward_half(p, lay, X, chunk)
+    fpenv.leave(old)
+    return Y
 
 
 @njit(**_HELPER)
@@ -545,13 +626,14 @@ def _forward_half(p, lay, X, chunk):
     stats = np.zeros((1, 3), np.float64)
     marks = np.zeros(_units(lay), np.uint8)
     cs = np.zeros((L, 3), np.int64)
+    scratch = np.empty(_max_width(lay), np.int32)
     for start in range(0, N, chunk):
         B = min(chunk, N - start)
         for b in range(B):
             for j in range(n_in):
                 xb[b * n_in + j] = X[start + b, j]
         y = half_forward(p, lay, xb[:B * n_in], B, hbuf, hoff, stats, False,
-                         marks, cs, False, 0.0)
+                         marks, cs, False, 0.0, scratch)
         for b in range(B):
             for j in range(n_out):
                 Y[start + b, j] = y[b * n_out + j]
@@ -561,12 +643,14 @@ def _forward_half(p, lay, X, chunk):
 @njit(**_JIT)
 def evaluate_l1(pe, le, pd, ld, X, chunk):
     """Mean absolute reconstruction error of one pair over all rows of ``X``."""
+    old = fpenv.enter()
     code = _forward_half(pe, le, X, chunk)
     Y = _forward_half(pd, ld, code, chunk)
     N, D = X.shape
     total = 0.0
     for r in range(N):
         total += abs_sum(Y[r], X[r], D)
+    fpenv.leave(old)
     return total / (N * D)
 
 
@@ -578,6 +662,7 @@ def all_pairs_l1(PE, le, PD, ld, Xb):
     Dn = PD.shape[0]
     N, F = Xb.shape
     out = np.empty((E, Dn), np.float64)
+    old = fpenv.enter()
     codes = []
     for e in range(E):
         codes.append(_forward_half(PE[e], le, Xb, N))
@@ -588,6 +673,7 @@ def all_pairs_l1(PE, le, PD, ld, Xb):
             for r in range(N):
                 s += abs_sum(Y[r], Xb[r], F)
             out[e, d] = s / (N * F)
+    fpenv.leave(old)
     return out
 
 
@@ -596,9 +682,13 @@ def conjunctive_marks(pe, le, pd, ld, X, threshold):
     """CONJUNCTIVE marks of a pair over the held-out rows of ``X``, in order.
 
     Each sample is forwarded alone; every layer's marks are ANDed with the
-    early-stop rule (:func:`conjunctive_update`).  Returns ``(marks_e,
-    marks_d)``: one uint8 per unit (1 = inactive on every considered sample).
+    early-stop rule (:func:`conjunctive_update`).  Once every layer of a half
+    has stopped, that half is no longer forwarded (the encoder still is while
+    the decoder needs codes), and once both have, the remaining samples are
+    skipped: they could not change a mark.  Returns ``(marks_e, marks_d)``:
+    one uint8 per unit (1 = inactive on every considered sample).
     """
+    old = fpenv.enter()
     N = X.shape[0]
     D = X.shape[1]
     hoff_e = _buffer_offsets(le, 1)
@@ -610,15 +700,32 @@ def conjunctive_marks(pe, le, pd, ld, X, threshold):
     cs_e = np.zeros((le.shape[0], 3), np.int64)
     cs_d = np.zeros((ld.shape[0], 3), np.int64)
     stats = np.zeros((1, 3), np.float64)
+    scratch = np.empty(max(_max_width(le), _max_width(ld)), np.int32)
     x = np.empty(D, np.float32)
     for r in range(N):
+        done_e = _conj_done(cs_e)
+        done_d = _conj_done(cs_d)
+        if done_e and done_d:
+            break
         for j in range(D):
             x[j] = X[r, j]
         code = half_forward(pe, le, x, 1, hbuf_e, hoff_e, stats, False, marks_e,
-                            cs_e, True, threshold)
-        half_forward(pd, ld, code, 1, hbuf_d, hoff_d, stats, False, marks_d,
-                     cs_d, True, threshold)
+                            cs_e, not done_e, threshold, scratch)
+        if not done_d:
+            half_forward(pd, ld, code, 1, hbuf_d, hoff_d, stats, False, marks_d,
+                         cs_d, True, threshold, scratch)
+    fpenv.leave(old)
     return marks_e, marks_d
+
+
+@njit(**_HELPER)
+def _conj_done(cstate):
+    """Whether every layer's CONJUNCTIVE state ignores further samples: stopped,
+    or about to stop at the next sample (:func:`conjunctive_update`)."""
+    for l in range(cstate.shape[0]):
+        if cstate[l, 2] == 0 and not (cstate[l, 0] > 0 and cstate[l, 1] <= 1):
+            return False
+    return True
 
 
 def prepare() -> float:
@@ -656,10 +763,12 @@ def _train_epoch_many(PE, ME, mE, vE, stepE, le, PD, MD, mD, vD, stepD, ld,
     P = PE.shape[0]
     out = np.empty(P, np.float64)
     for p in prange(P):
+        old = fpenv.enter()  # MXCSR is per thread: set in the worker that runs p
         out[p] = _train_epoch(PE[p], ME[p], mE[p], vE[p], stepE[p:p + 1], le,
                              PD[p], MD[p], mD[p], vD[p], stepD[p:p + 1], ld,
                              X, orders[p], batch_size, lrs[p], beta1, beta2, eps, fresh,
                              stats_e[p], stats_d[p], with_stats)
+        fpenv.leave(old)
     return out
 
 

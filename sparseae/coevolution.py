@@ -87,21 +87,14 @@ def mutate_lr(lr: float, sigma: float, rng: np.random.Generator) -> float:
 
 
 def _mean_pairwise_l2(rows: np.ndarray) -> float:
-    """Mean L2 distance over all pairs of rows.
+    """Mean L2 distance over all pairs of rows (float64 differences, so centres
+    that differ in a few weights still get an accurate distance)."""
+    from sparseae.kernels import cpu
 
-    Distances do not depend on the origin, so the rows are taken relative to
-    the first one before a float32 Gram matrix: the rounding error is then
-    relative to the population's spread rather than to the rows' norms
-    (centres that differ in a few weights still get an accurate distance);
-    several times cheaper than a float64 Gram of the raw rows.
-    """
     n = rows.shape[0]
     if n < 2:
         return 0.0
-    x = rows - rows[0]
-    gram = (x @ x.T).astype(np.float64)
-    sq = np.diag(gram)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0)
+    d2 = cpu.pairwise_sq_l2(np.ascontiguousarray(rows, np.float32))
     iu = np.triu_indices(n, 1)
     return float(np.sqrt(d2[iu]).mean())
 

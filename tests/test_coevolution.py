@@ -331,9 +331,12 @@ def test_diversity_and_jaccard_match_pairwise_float64():
             union = (a | b).sum()
             jac.append((a & b).sum() / union if union else 1.0)
     assert _mean_jaccard(masks) == pytest.approx(np.mean(jac), rel=1e-12)
-    assert _mean_pairwise_l2(rows) == pytest.approx(np.mean(l2), rel=1e-5)
-    # the near-identical pair alone: centring keeps its small distance accurate
-    assert _mean_pairwise_l2(rows[[2, 4]]) == pytest.approx(1e-3, rel=1e-3)
+    # float64 differences: exact to float64 rounding on every CPU (a float32
+    # Gram matrix was off by 3.7e-5 relative on an Intel Xeon)
+    assert _mean_pairwise_l2(rows) == pytest.approx(np.mean(l2), rel=1e-12)
+    # the near-identical pair alone: its small distance is exact as well
+    d = rows[4].astype(np.float64) - rows[2].astype(np.float64)
+    assert _mean_pairwise_l2(rows[[2, 4]]) == pytest.approx(np.sqrt(d @ d), rel=1e-12)
     assert _mean_pairwise_l2(rows[[2, 3]]) == 0.0
     assert _mean_pairwise_l2(rows[:1]) == 0.0 and _mean_jaccard(masks[:1]) == 1.0
 

@@ -78,7 +78,7 @@ def k_half_forward(arena, p, X, stats=None, marks=None, cstate=None, conj=False,
     if cstate is None:
         cstate = np.zeros((arena.n_layers, 3), np.int64)
     y = cpu.half_forward(p, lay, X.ravel(), B, hbuf, hoff, stats, with_stats,
-                         marks, cstate, conj, C)
+                         marks, cstate, conj, C, np.empty(cpu._max_width(lay), np.int32))
     return y.reshape(B, -1).copy(), hbuf, hoff
 
 
@@ -151,7 +151,7 @@ def test_dense_forward(n_in, n_out, act, B):
         x[rng.random(x.shape) < 0.3] = 0.0  # ReLU-like zeros (the skip path)
         h = np.full(B * n_out, np.nan, F32)
         cpu.dense_forward(w, b, n_in, n_out, int(a.table[0, COL_T]), act, x.ravel(), h, B,
-                          stats, True, marks, cstate, False, 0.0)
+                          stats, True, marks, cstate, False, 0.0, np.empty(n_out, np.int32))
         z, href = oracle.layer_forward(W, bias, x, act)
         zs.append(z)
         assert h.dtype == F32
@@ -179,7 +179,7 @@ def test_dense_forward_without_stats_leaves_stats(n_in, n_out):
     x = rng.normal(size=3 * n_in).astype(F32)
     h = np.empty(3 * n_out, F32)
     cpu.dense_forward(w, b, n_in, n_out, int(a.table[0, COL_T]), RELU, x, h, 3,
-                      stats, False, np.zeros(n_out, np.uint8), np.zeros(3, np.int64), False, 0.0)
+                      stats, False, np.zeros(n_out, np.uint8), np.zeros(3, np.int64), False, 0.0, np.empty(n_out, np.int32))
     np.testing.assert_array_equal(stats, before)
 
 
@@ -198,7 +198,7 @@ def test_dense_forward_conjunctive_path(n_in, n_out):
     cstate = np.zeros(3, np.int64)
     h = np.empty(B * n_out, F32)
     cpu.dense_forward(w, b, n_in, n_out, int(a.table[0, COL_T]), RELU, x.ravel(), h, B,
-                      np.zeros((n_out, 3)), False, marks, cstate, True, C)
+                      np.zeros((n_out, 3)), False, marks, cstate, True, C, np.empty(n_out, np.int32))
     ref, used, stopped = oracle.conjunctive(z, C)
     np.testing.assert_array_equal(marks.astype(bool), ref)
     assert cstate[0] == used and cstate[1] == ref.sum() and cstate[2] == int(stopped)
@@ -351,7 +351,7 @@ def test_dense_backward(n_in, n_out, act, B):
     assert np.min(np.abs(z)) > 1e-5  # no ReLU kink ambiguity between f32 and f64
     h = np.empty(B * n_out, F32)
     cpu.dense_forward(w, b, n_in, n_out, T, act, x.ravel(), h, B, np.zeros((n_out, 3)),
-                      False, np.zeros(n_out, np.uint8), np.zeros(3, np.int64), False, 0.0)
+                      False, np.zeros(n_out, np.uint8), np.zeros(3, np.int64), False, 0.0, np.empty(n_out, np.int32))
     dh = rng.normal(size=(B, n_out)).astype(F32)
     dh_k = dh.ravel().copy()
     g = np.full(a.n, 123.0, F32)  # garbage: the gradient is written, not accumulated
