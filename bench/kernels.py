@@ -6,17 +6,21 @@ Run from the repository root (``/work/main``)::
     python -m bench.kernels --json bench.json   # also write every number as JSON
     python -m bench.kernels --repeat 15         # more timed repeats (default 11)
     python -m bench.kernels --skip-compile      # skip the cold-compile subprocesses
+    python -m bench.kernels --long              # epoch 1 vs epoch 400 of whole runs (bench.long)
 
-With the defaults the whole run takes about 20 s on a 2-core machine, plus about
-8 s for the cold compile (``--compile-repeat K`` runs the cold compile K times
+With the defaults the whole run takes about 30 s on a 2-core machine, plus about
+10 s for the cold compile (``--compile-repeat K`` runs the cold compile K times
 and reports the median).
 
-What is measured (every number is the median over ``--repeat`` samples taken
-with ``time.perf_counter`` after warm-up calls; a sample times ``n`` calls,
-``n`` chosen so that it lasts about 20 ms, and the samples of all measurements
-are taken round-robin, so a burst of load from another process spoils a few
-samples of many rows instead of every sample of one row; ``--json`` also
-stores every sample and the minimum):
+The report starts with the machine: CPU model, LLVM's target name, SIMD
+extensions, the load average before and after, and a roofline measured in the
+same run (one-thread sgemm GFLOP/s, L1 and L2 read bandwidth; see
+``bench._timing.roofline``).  Every timed row is the median over ``--repeat``
+samples of wall time (``time.perf_counter``) and of the thread's CPU time
+(``time.thread_time``); a sample times ``n`` calls, ``n`` chosen so that it
+lasts about 20 ms, and the samples of all rows are taken round-robin, so a
+burst of load from another process spoils a few samples of many rows instead
+of every sample of one row.  ``--json`` also stores every sample.
 
 ``compile_s``
     A fresh ``python`` subprocess whose ``NUMBA_CACHE_DIR`` is a new, empty
@@ -29,27 +33,36 @@ Per-layer rows (``Autoencoder("default", seed=0)``: encoder 1000-30-10, decoder 
     ``dense_forward`` and ``dense_backward`` (``need_dx`` except for the first
     encoder layer) at batch 5 and 100, and ``adam_update`` over the whole
     encoder row and the whole decoder row.  Each kernel is called ``n`` times
-    from a small ``@njit`` loop, so Python dispatch is not in the time.  The
-    inputs are the real activations and loss gradients of the model on random
-    binary data, so ReLU zero-skipping happens as in training.
-    ``dense_backward`` overwrites ``dh`` in place, so the loop restores it
-    before each call; the cost of that copy is measured alone and subtracted.
-    GFLOP/s counts ``2*B*n_in*n_out`` flops for a forward and twice that for a
-    backward with ``dx`` (once without).  The NumPy column times the same
-    operation written in plain NumPy (``x @ W.T + b``, activation; ``dz.T @ x``,
-    ``dz.sum(0)``, ``dz @ W``; a masked Adam with in-place ufuncs), called from
-    Python; ``numpy/sae`` is NumPy time divided by sparseae time (>1: the kernel
-    is faster).
-``epoch_ms``
-    One ``train_epoch`` over 1000 random binary samples of dimension 1000,
-    batch 5 (200 steps), ``with_stats=False``; parameters and Adam state are
-    restored before every repeat.  ``epoch_stats_ms`` is the same with the fused
-    VARIANCE statistics on, ``epoch_fresh_ms`` with a fresh Adam every step.
+    from a small ``@njit`` loop (with FTZ/DAZ set, as in training), so Python
+    dispatch is not in the time.  The inputs are the real activations and loss
+    gradients of the model on the default data, so ReLU zero-skipping happens
+    as in training.  ``dense_backward`` overwrites ``dh`` in place, so the loop
+    restores it before each call; the cost of that copy is measured alone and
+    subtracted.  GFLOP/s counts ``2*B*n_in*n_out`` flops for a forward and
+    twice that for a backward with ``dx`` (once without).  The NumPy column
+    times the same operation written in plain NumPy (``bench._numpy_ref``),
+    called from Python; ``numpy/sae`` is NumPy time divided by sparseae time
+    (>1: the kernel is faster).
+``epoch_ms``, ``epoch_stats_ms``, ``epoch_fresh_ms``, ``epoch_trained_ms``
+    One ``train_epoch`` over the default data's 1000 training samples
+    (binary clustering, dimension 1000), batch 5 (200 steps); parameters and
+    Adam state are restored before every repeat.  ``epoch``: a freshly
+    initialised model, persistent Adam; ``epoch_stats``: the same with the
+    fused VARIANCE statistics; ``epoch_fresh``: a fresh Adam every step
+    (gecco25 Lipi-AE-S); ``epoch_trained``: the model after ``--trained-epochs``
+    (default 100) epochs of canonical training (saturated outputs, dead units,
+    decayed Adam moments: where float32 subnormals appeared before
+    ``kernels.fpenv``).  Each has a ``*_cpu_ms`` twin (thread CPU time).  An
+    ALARM line is printed when ``epoch_trained_ms > 1.3 x epoch_ms`` or
+    ``epoch_fresh_ms < 0.8 x epoch_ms``: a state-dependent slowdown.
 ``train_step_us``
     ``epoch_ms / 200``: the per-step cost inside compiled code.
     ``train_step_call_us`` is one ``train_epoch`` call from Python with an order
     of exactly 5 indices (one step), which adds the dispatch of 23 arguments
-    and the kernel's per-call buffer allocations.
+    and the kernel's per-call buffer allocations.  ``step_floor_us`` is the
+    step's matrix arithmetic (forward, weight gradient, and input gradient of
+    every layer but the first: ``step_flops``) at the sgemm rate measured in
+    the same run; ``step_over_floor`` the ratio.
 ``numpy_step_us``
     The same training step (gather the batch, 4 layers forward, L1 loss,
     backward, masked Adam with betas 0.5/0.999 on float32 arrays, lr 1e-3)
@@ -83,10 +96,8 @@ for _var in _THREAD_VARS:
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import gc  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -96,23 +107,21 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import numba  # noqa: E402
 from numba import njit  # noqa: E402
 
+from bench._numpy_ref import BETA1, BETA2, EPS, LR, NumpyAE, np_adam, np_backward, np_forward  # noqa: E402,E501
+from bench._timing import Suite, loadavg, machine, pyloop, roofline  # noqa: E402
 from sparseae import _options as opt  # noqa: E402
-from sparseae.kernels import cpu  # noqa: E402
+from sparseae.kernels import cpu, fpenv  # noqa: E402
 from sparseae.model import Autoencoder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
-LR = 1e-3
-BETA1, BETA2 = opt.ADAM_BETAS
-EPS = opt.ADAM_EPS
-N_SAMPLES = 1000
-DIM = 1000
 BATCH = 5
 LAYER_BATCHES = (5, 100)
 TARGET_S = 0.02  # wall time of one timed sample (n calls)
+TRAINED_LIMIT = 1.3  # alarm when a trained model's epoch is slower than this x a fresh one
+FRESH_ADAM_LIMIT = 0.8  # ... or a fresh-Adam epoch faster than this x the plain one
 
 # --------------------------------------------------------------- compile timing
 
@@ -178,94 +187,26 @@ def measure_startup(compile_repeat, warm_repeat=3):
     }
 
 
-# ---------------------------------------------------------------------- timing
-
-
-def _timed(run, n):
-    t0 = time.perf_counter()
-    run(n)
-    return time.perf_counter() - t0
-
-
-class Suite:
-    """Timed measurements sampled round-robin.
-
-    :meth:`add` warms a measurement up and picks ``n`` (calls per sample) so a
-    sample lasts about ``target`` seconds; :meth:`sample` then takes ``repeat``
-    rounds, one sample of every measurement per round, so that a burst of load
-    from another process spoils a few samples of many rows rather than every
-    sample of one row.  ``run(n)`` makes ``n`` calls; ``setup()`` runs, untimed,
-    before each sample.
-    """
-
-    def __init__(self, target=TARGET_S):
-        self.target = target
-        self.items = {}
-
-    def add(self, key, run, setup=None, fixed_n=None):
-        for _ in range(2):
-            if setup:
-                setup()
-            run(1)
-        n = fixed_n
-        if n is None:
-            n = 1
-            while True:
-                if setup:
-                    setup()
-                t = _timed(run, n)
-                if t >= 0.2 * self.target or n >= 1 << 22:
-                    break
-                n *= max(2, min(64, int(0.25 * self.target / max(t, 1e-9)) + 1))
-            n = max(1, round(n * self.target / t))
-        self.items[key] = dict(run=run, setup=setup, n=n, samples=[])
-
-    def sample(self, repeat):
-        gc_was = gc.isenabled()
-        gc.disable()
-        try:
-            for _ in range(repeat):
-                for it in self.items.values():
-                    if it["setup"]:
-                        it["setup"]()
-                    it["samples"].append(_timed(it["run"], it["n"]) / it["n"])
-        finally:
-            if gc_was:
-                gc.enable()
-
-    def median(self, key):
-        return statistics.median(self.items[key]["samples"])
-
-    def samples(self, key):
-        return self.items[key]["samples"]
-
-    def n(self, key):
-        return self.items[key]["n"]
-
-
-def _pyloop(fn):
-    def run(n):
-        for _ in range(n):
-            fn()
-    return run
-
-
 # Small compiled loops around the kernels (not cached on purpose: numba's cache
 # does not notice when a callee in kernels/cpu.py changes).
 
 
 @njit
-def _loop_forward(n, w, bias, n_in, n_out, t, act, x, h, B, stats, marks, cstate):
+def _loop_forward(n, w, bias, n_in, n_out, t, act, x, h, B, stats, marks, cstate, scratch):
+    old = fpenv.enter()  # as in training (kernels.fpenv)
     for _ in range(n):
         cpu.dense_forward(w, bias, n_in, n_out, t, act, x, h, B,
-                          stats, False, marks, cstate, False, 0.0)
+                          stats, False, marks, cstate, False, 0.0, scratch)
+    fpenv.leave(old)
 
 
 @njit
 def _loop_backward(n, w, n_in, n_out, t, act, x, h, dh0, dh, B, gw, gb, dx, need_dx):
+    old = fpenv.enter()
     for _ in range(n):
         dh[:] = dh0
         cpu.dense_backward(w, n_in, n_out, t, act, x, h, dh, B, gw, gb, dx, need_dx)
+    fpenv.leave(old)
 
 
 @njit
@@ -276,164 +217,10 @@ def _loop_copy(n, src, dst):
 
 @njit
 def _loop_adam(n, p, g, mask, m, v, step, lr, b1, b2, eps, fresh):
+    old = fpenv.enter()
     for _ in range(n):
         cpu.adam_update(p, g, mask, m, v, step, lr, b1, b2, eps, fresh)
-
-
-# ----------------------------------------------------------- NumPy reference
-
-
-def np_forward(W, b, act, x, h):
-    """``h = act(x @ W.T + b)`` with ``W`` ``(out, in)``."""
-    np.matmul(x, W.T, out=h)
-    h += b
-    if act == opt.RELU:
-        np.maximum(h, 0, out=h)
-    else:
-        np.negative(h, out=h)
-        np.exp(h, out=h)
-        h += 1
-        np.reciprocal(h, out=h)
-
-
-def np_backward(W, act, x, h, dh, gW, gb, dx, need_dx):
-    """``dh`` (dL/dh in, dL/dz out); writes ``gW`` ``(out, in)``, ``gb``, ``dx``."""
-    if act == opt.RELU:
-        dh *= h > 0
-    else:
-        dh *= h * (1 - h)
-    np.matmul(dh.T, x, out=gW)
-    np.sum(dh, axis=0, out=gb)
-    if need_dx:
-        np.matmul(dh, W, out=dx)
-
-
-def np_adam(half, lr=LR, b1=BETA1, b2=BETA2, eps=EPS):
-    """Masked Adam (PyTorch's formula) over one flat float32 row, in place."""
-    half["step"] += 1
-    t = half["step"]
-    step_size = np.float32(lr / (1.0 - b1 ** t))
-    inv_sqrt_bc2 = np.float32(1.0 / math.sqrt(1.0 - b2 ** t))
-    p, m, v, gm, tmp = half["p"], half["m"], half["v"], half["gm"], half["tmp"]
-    np.multiply(half["g"], half["mask"], out=gm)
-    m *= b1
-    np.multiply(gm, 1 - b1, out=tmp)
-    m += tmp
-    v *= b2
-    np.multiply(gm, gm, out=tmp)
-    tmp *= 1 - b2
-    v += tmp
-    np.sqrt(v, out=tmp)
-    tmp *= inv_sqrt_bc2
-    tmp += eps
-    np.divide(m, tmp, out=tmp)
-    tmp *= step_size
-    p -= tmp
-
-
-class NumpyAE:
-    """Plain NumPy twin of an :class:`Autoencoder`.
-
-    Weights are ``(out, in)`` arrays that are views of one flat float32 row per
-    half (so Adam runs over a whole row, like the kernel).
-    """
-
-    def __init__(self, ae):
-        self.halves = [self._half(ae.encoder), self._half(ae.decoder)]
-        self.layers = [L for h in self.halves for L in h["layers"]]
-        self._bufs = {}
-
-    @staticmethod
-    def _half(arena):
-        n = arena.n
-        p = np.empty(n, np.float32)
-        mask = np.empty(n, np.uint8)
-        g = np.empty(n, np.float32)
-        layers = []
-        off = 0
-        for l, (n_in, n_out, act) in enumerate(arena.shapes):
-            k = n_in * n_out
-            W = p[off:off + k].reshape(n_out, n_in)
-            W[...] = arena.weight(0, l)
-            mask[off:off + k].reshape(n_out, n_in)[...] = arena.weight(0, l, "mask")
-            gW = g[off:off + k].reshape(n_out, n_in)
-            off += k
-            b = p[off:off + n_out]
-            b[...] = arena.bias(0, l)
-            mask[off:off + n_out] = arena.bias(0, l, "mask")
-            gb = g[off:off + n_out]
-            off += n_out
-            layers.append(dict(W=W, b=b, gW=gW, gb=gb, act=act, n_in=n_in, n_out=n_out))
-        return dict(p=p, mask=mask, g=g, m=np.zeros(n, np.float32), v=np.zeros(n, np.float32),
-                    gm=np.empty(n, np.float32), tmp=np.empty(n, np.float32), step=0,
-                    layers=layers)
-
-    def state(self):
-        return [(h["p"].copy(), h["m"].copy(), h["v"].copy(), h["step"]) for h in self.halves]
-
-    def restore(self, state):
-        for h, (p, m, v, s) in zip(self.halves, state):
-            h["p"][...] = p
-            h["m"][...] = m
-            h["v"][...] = v
-            h["step"] = s
-
-    def _buffers(self, B):
-        if B not in self._bufs:
-            D = self.layers[0]["n_in"]
-            self._bufs[B] = dict(
-                x=np.empty((B, D), np.float32),
-                d=np.empty((B, D), np.float32),
-                h=[np.empty((B, L["n_out"]), np.float32) for L in self.layers],
-                dx=[np.empty((B, L["n_in"]), np.float32) for L in self.layers],
-            )
-        return self._bufs[B]
-
-    def forward_backward(self, x, capture=None):
-        """Forward, L1 loss and backward on batch ``x`` ``(B, D)``; gradients
-        land in the halves' ``g`` rows.  Returns the loss.  With ``capture`` (a
-        list) appends per layer copies of its input, output and dL/doutput."""
-        B, D = x.shape
-        bufs = self._buffers(B)
-        a = x
-        for L, h in zip(self.layers, bufs["h"]):
-            np_forward(L["W"], L["b"], L["act"], a, h)
-            a = h
-        d = np.subtract(a, x, out=bufs["d"])
-        loss = float(np.abs(d).mean())
-        dout = np.sign(d, out=d)
-        dout *= 1.0 / (B * D)
-        for k in range(len(self.layers) - 1, -1, -1):
-            L = self.layers[k]
-            inp = bufs["h"][k - 1] if k > 0 else x
-            if capture is not None:
-                capture.append(dict(x=inp.copy(), h=bufs["h"][k].copy(), dh=dout.copy()))
-            np_backward(L["W"], L["act"], inp, bufs["h"][k], dout, L["gW"], L["gb"],
-                        bufs["dx"][k], k > 0)
-            if capture is not None:
-                capture[-1].update(gW=L["gW"].copy(), gb=L["gb"].copy(),
-                                   dx=bufs["dx"][k].copy() if k > 0 else None)
-            dout = bufs["dx"][k]
-        if capture is not None:
-            capture.reverse()
-        return loss
-
-    def step(self, x):
-        loss = self.forward_backward(x)
-        for h in self.halves:
-            np_adam(h)
-        return loss
-
-    def epoch(self, X, order, batch_size):
-        total = 0.0
-        nb = 0
-        for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
-            xb = self._buffers(len(idx))["x"]
-            np.take(X, idx, axis=0, out=xb)
-            total += self.step(xb)
-            nb += 1
-        return total / nb
+    fpenv.leave(old)
 
 
 # ----------------------------------------------------------------- helpers
@@ -497,12 +284,13 @@ def _fwd_items(suite, key, arena, n_in, n_out, act, tr, w0, b0, B, c, L, check):
     stats = np.zeros((n_out, 3))
     marks = np.zeros(n_out, np.uint8)
     cstate = np.zeros(3, np.int64)
+    scratch = np.empty(n_out, np.int32)
     suite.add(key, lambda k: _loop_forward(k, w, bias, n_in, n_out, tr, act, x, h, B,
-                                           stats, marks, cstate))
+                                           stats, marks, cstate, scratch))
     check[f"forward {key[1]} B={B}"] = _relerr(h, c["h"])
     xh = c["x"].copy()
     hh = np.empty((B, n_out), np.float32)
-    suite.add(key + ("numpy",), _pyloop(lambda: np_forward(L["W"], L["b"], act, xh, hh)))
+    suite.add(key + ("numpy",), pyloop(lambda: np_forward(L["W"], L["b"], act, xh, hh)))
 
 
 def _bwd_items(suite, key, arena, n_in, n_out, act, tr, w0, B, c, L, need_dx, check):
@@ -533,8 +321,8 @@ def _bwd_items(suite, key, arena, n_in, n_out, act, tr, w0, B, c, L, need_dx, ch
         np.copyto(dhn, dhn0)
         np_backward(L["W"], act, xh, hn, dhn, gWn, gbn, dxn, need_dx)
 
-    suite.add(key + ("numpy",), _pyloop(np_bw))
-    suite.add(key + ("numpy", "copy"), _pyloop(lambda: np.copyto(dhn, dhn0)))
+    suite.add(key + ("numpy",), pyloop(np_bw))
+    suite.add(key + ("numpy", "copy"), pyloop(lambda: np.copyto(dhn, dhn0)))
 
 
 def _adam_items(suite, key, arena, g, nh):
@@ -547,7 +335,7 @@ def _adam_items(suite, key, arena, g, nh):
                                         False))
     nhc = dict(nh, p=nh["p"].copy(), m=np.zeros_like(nh["m"]), v=np.zeros_like(nh["v"]),
                step=0)
-    suite.add(key + ("numpy",), _pyloop(lambda: np_adam(nhc)))
+    suite.add(key + ("numpy",), pyloop(lambda: np_adam(nhc)))
 
 
 def add_layers(suite, ae, X, check):
@@ -633,22 +421,41 @@ def check_step(X, order):
             "step params max|diff|/lr": diff / LR}
 
 
-def add_training(suite, X, order):
+def default_data_and_trained(epochs):
+    """The default data, and a model after the first ``epochs`` epochs of the
+    default canonical run (400 epochs, seed 0)."""
+    from sparseae import CanonicalRun, TrainConfig
+
+    run = CanonicalRun(TrainConfig(paradigm="canonical", epochs=max(epochs, 400), seed=0))
+    for _ in range(epochs):
+        run.run_epoch()
+    return run.data, run.model
+
+
+def _subnormals(ae):
+    tiny = np.finfo(np.float32).tiny
+    return int(sum(((a != 0) & (np.abs(a) < tiny)).sum()
+                   for h in (ae.encoder, ae.decoder) for a in (h.params, h.m, h.v)))
+
+
+EPOCHS = ("epoch", "epoch_stats", "epoch_fresh", "epoch_trained")
+
+
+def add_training(suite, X, order, trained):
     """Register the whole-step and epoch measurements."""
     # one step = one train_epoch call with 5 indices, from Python
     ae1 = Autoencoder("default", seed=0)
     s1 = _ae_state(ae1)
     args5 = _train_args(ae1, X, order[:BATCH].copy(), BATCH, False)
-    suite.add("train_step_call", _pyloop(lambda: cpu.train_epoch(*args5)),
+    suite.add("train_step_call", pyloop(lambda: cpu.train_epoch(*args5)),
               setup=lambda: _ae_restore(ae1, s1))
 
     # whole epochs (200 steps); parameters, Adam state and stats restored each time
-    for key, stats, fresh in (("epoch", False, False), ("epoch_stats", True, False),
-                              ("epoch_fresh", False, True)):
-        ae = Autoencoder("default", seed=0)
+    for key in EPOCHS:
+        ae = trained if key == "epoch_trained" else Autoencoder("default", seed=0)
         s0 = _ae_state(ae)
-        args = _train_args(ae, X, order, BATCH, stats)
-        args = args[:19] + (fresh,) + args[20:]
+        args = _train_args(ae, X, order, BATCH, key == "epoch_stats")
+        args = args[:19] + (key == "epoch_fresh",) + args[20:]
 
         def setup(ae=ae, s0=s0, args=args):
             _ae_restore(ae, s0)
@@ -664,18 +471,42 @@ def add_training(suite, X, order):
               setup=lambda: nae.restore(n0), fixed_n=1)
 
 
-def training_results(suite, order):
+def step_flops(ae, batch=BATCH):
+    """Matrix flops of one training step: forward and weight gradient of every
+    layer, input gradient of every layer but the first."""
+    sizes = [n_in * n_out for h in (ae.encoder, ae.decoder) for n_in, n_out, _ in h.shapes]
+    return 2.0 * batch * (2 * sum(sizes) + sum(sizes[1:]))
+
+
+def training_results(suite, order, roof):
     out = {}
     steps = math.ceil(len(order) / BATCH)
     out["train_step_call_us"] = suite.median("train_step_call") * 1e6
     out["train_step_call_samples_us"] = [s * 1e6 for s in suite.samples("train_step_call")]
-    for key in ("epoch", "epoch_stats", "epoch_fresh", "numpy_epoch"):
+    for key in EPOCHS + ("numpy_epoch",):
         out[f"{key}_ms"] = suite.median(key) * 1e3
+        out[f"{key}_cpu_ms"] = suite.cpu_median(key) * 1e3
         out[f"{key}_samples_ms"] = [s * 1e3 for s in suite.samples(key)]
     out["steps_per_epoch"] = steps
     out["train_step_us"] = out["epoch_ms"] * 1e3 / steps
+    out["train_step_cpu_us"] = out["epoch_cpu_ms"] * 1e3 / steps
     out["numpy_step_us"] = out["numpy_epoch_ms"] * 1e3 / steps
     out["numpy_over_sparseae_step"] = out["numpy_step_us"] / out["train_step_us"]
+    out["trained_over_fresh_model"] = out["epoch_trained_ms"] / out["epoch_ms"]
+    out["fresh_adam_over_persistent"] = out["epoch_fresh_ms"] / out["epoch_ms"]
+    out["step_flops"] = step_flops(Autoencoder("default", seed=0))
+    out["step_floor_us"] = out["step_flops"] / (roof["sgemm_gflops"] * 1e3)
+    out["step_over_floor"] = out["train_step_us"] / out["step_floor_us"]
+    alarms = []
+    if out["trained_over_fresh_model"] > TRAINED_LIMIT:
+        alarms.append(f"a trained model's epoch takes {out['trained_over_fresh_model']:.2f}x a "
+                      f"fresh model's (limit {TRAINED_LIMIT}): subnormals or another "
+                      "state-dependent slowdown")
+    if out["fresh_adam_over_persistent"] < FRESH_ADAM_LIMIT:
+        alarms.append(f"a fresh-Adam epoch takes {out['fresh_adam_over_persistent']:.2f}x a "
+                      f"persistent one (expected >= {FRESH_ADAM_LIMIT}): the persistent "
+                      "moments are slow (subnormals?)")
+    out["alarms"] = alarms
     return out
 
 
@@ -687,8 +518,13 @@ def _fmt(v, spec):
 
 
 def print_report(res):
-    print(f"sparseae kernel benchmark  ({res['machine']['cpu']}, numpy {np.__version__}, "
-          f"numba {numba.__version__}, repeat={res['repeat']}, medians)")
+    m, roof = res["machine"], res["roofline"]
+    print(f"sparseae kernel benchmark: {m['cpu']} (LLVM target {m['llvm_cpu']}, "
+          f"{'/'.join(m['simd'])}), numpy {m['numpy']}, numba {m['numba']}")
+    print(f"load average before {res['load_before']}, after {res['load_after']}; "
+          f"repeat={res['repeat']}, medians of wall time (CPU time in brackets)")
+    print(f"roofline measured now: sgemm {roof['sgemm_gflops']:.1f} GFLOP/s (1 thread), "
+          f"L1 read {roof['l1_gbs']:.0f} GB/s, L2 read {roof['l2_gbs']:.0f} GB/s")
     if res.get("compile_s") is not None:
         c = res["compile_runs"][-1]
         print(f"compile (cold cache): {res['compile_s']:.2f} s   "
@@ -713,13 +549,23 @@ def print_report(res):
           f"{'':>8} {t['numpy_step_us']:10.2f} {t['numpy_over_sparseae_step']:9.2f}")
     print(f"{'train_epoch call':<16} {'1 step, from Python':<22} {5:>4} {'':>3} "
           f"{t['train_step_call_us']:12.2f}")
-    print(f"{'epoch':<16} {'200 steps (ms)':<22} {5:>4} {'':>3} {t['epoch_ms']:12.3f} "
-          f"{'':>8} {t['numpy_epoch_ms']:10.3f} {t['numpy_epoch_ms'] / t['epoch_ms']:9.2f}")
-    print(f"{'epoch+stats':<16} {'200 steps (ms)':<22} {5:>4} {'':>3} "
-          f"{t['epoch_stats_ms']:12.3f}")
-    print(f"{'epoch fresh Adam':<16} {'200 steps (ms)':<22} {5:>4} {'':>3} "
-          f"{t['epoch_fresh_ms']:12.3f}")
+    labels = {"epoch": "fresh model", "epoch_stats": "+ VARIANCE stats",
+              "epoch_fresh": "fresh Adam each step",
+              "epoch_trained": f"trained {res['config']['trained_epochs']} epochs"}
+    for key in EPOCHS:
+        print(f"{'epoch (ms)':<16} {labels[key]:<22} {5:>4} {'':>3} {t[key + '_ms']:12.3f} "
+              f"[{t[key + '_cpu_ms']:.3f}]", end="")
+        if key == "epoch":
+            print(f"{t['numpy_epoch_ms']:>11.3f} {t['numpy_epoch_ms'] / t['epoch_ms']:9.2f}")
+        else:
+            print(f"   x{t[key + '_ms'] / t['epoch_ms']:.2f} of a fresh model's")
     print()
+    print(f"step {t['train_step_us']:.1f} us (CPU {t['train_step_cpu_us']:.1f}) = "
+          f"{t['step_over_floor']:.2f}x the arithmetic floor "
+          f"({t['step_flops'] / 1e6:.2f} MFLOP at the sgemm rate: {t['step_floor_us']:.1f} us); "
+          f"subnormals in the trained model: {res['trained_subnormals']}")
+    for a in t["alarms"]:
+        print(f"ALARM: {a}")
     worst = max(v for k, v in res["check"].items() if not k.startswith("step "))
     print(f"check vs NumPy: per-layer worst relative error {worst:.2e} "
           f"(one full step: loss rel {res['check']['step loss rel']:.1e}, "
@@ -736,34 +582,28 @@ def main(argv=None):
                     help="cold-compile subprocesses, median reported (default 1)")
     ap.add_argument("--skip-compile", action="store_true",
                     help="skip the compile-time subprocesses")
-    args = ap.parse_args(argv)
-    if args.repeat < 1 or args.compile_repeat < 1:
-        ap.error("--repeat and --compile-repeat must be >= 1")
+    ap.add_argument("--trained-epochs", type=int, default=100,
+                    help="canonical epochs before the trained-model epoch (default 100)")
+    ap.add_argument("--long", action="store_true",
+                    help="instead: time early and late epochs of whole runs (bench.long)")
+    args, rest = ap.parse_known_args(argv)
+    if args.long:
+        from bench import long
+
+        return long.main(rest + (["--json", args.json] if args.json else []))
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.repeat < 1 or args.compile_repeat < 1 or args.trained_epochs < 1:
+        ap.error("--repeat, --compile-repeat and --trained-epochs must be >= 1")
 
     res = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "numba": numba.__version__,
-            "cpu_count": os.cpu_count(),
-            "thread_env": {v: os.environ.get(v) for v in _THREAD_VARS},
-        },
+        "machine": dict(machine(), thread_env={v: os.environ.get(v) for v in _THREAD_VARS}),
+        "load_before": loadavg(),
         "repeat": args.repeat,
-        "config": {"lr": LR, "betas": [BETA1, BETA2], "eps": EPS, "samples": N_SAMPLES,
-                   "dim": DIM, "batch": BATCH, "layer_batches": list(LAYER_BATCHES),
-                   "arch": "default", "seed": 0},
+        "config": {"lr": LR, "betas": [BETA1, BETA2], "eps": EPS, "data": "default",
+                   "batch": BATCH, "layer_batches": list(LAYER_BATCHES),
+                   "arch": "default", "seed": 0, "trained_epochs": args.trained_epochs},
     }
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    res["machine"]["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-
     if args.skip_compile:
         res.update(compile_s=None, warm_start_s=None)
     else:
@@ -773,22 +613,27 @@ def main(argv=None):
         res.update(st)
         cold_wall = sum(r["process_s"] for r in st["compile_runs"])
     t_start = time.perf_counter()
+    res["roofline"] = roofline()
 
-    rng = np.random.default_rng(0)
-    X = (rng.random((N_SAMPLES, DIM)) < 0.5).astype(np.float32)
-    order = rng.permutation(N_SAMPLES).astype(np.int64)
+    print(f"training {args.trained_epochs} epochs for the trained state ...", file=sys.stderr,
+          flush=True)
+    data, trained = default_data_and_trained(args.trained_epochs)
+    res["trained_subnormals"] = _subnormals(trained)
+    X = data.train
+    order = np.random.default_rng(0).permutation(X.shape[0]).astype(np.int64)
     check = {}
-    suite = Suite()
+    suite = Suite(TARGET_S)
     print("warming up and calibrating ...", file=sys.stderr, flush=True)
     specs = add_layers(suite, Autoencoder("default", seed=0), X, check)
-    add_training(suite, X, order)
+    add_training(suite, X, order, trained)
     print(f"timing {len(suite.items)} measurements x {args.repeat} rounds ...",
           file=sys.stderr, flush=True)
     suite.sample(args.repeat)
     res["layers"] = layer_rows(suite, specs)
-    res.update(training_results(suite, order))
+    res.update(training_results(suite, order, res["roofline"]))
     check.update(check_step(X, order))
     res["check"] = check
+    res["load_after"] = loadavg()
     res["bench_wall_s"] = time.perf_counter() - t_start
     if not args.skip_compile:
         # the warm-start subprocesses count towards the benchmark's own time
