@@ -91,6 +91,7 @@ def _import_kernels():
 
 cpu, ck = _import_kernels()
 from sparseae._options import ADAM_BETAS, ADAM_EPS  # noqa: E402
+from sparseae.kernels.contract import AdamConfig, Half  # noqa: E402
 from sparseae.model import Architecture, Arena  # noqa: E402
 
 B1, B2 = ADAM_BETAS
@@ -141,20 +142,7 @@ def population(P, rng, prune=0.3, distinct=16, adam=False):
     if P == k:
         return E, D
     rows = np.arange(P) % k
-    out = []
-    for a in (E, D):
-        b = Arena(a.shapes, 1)
-        for name, arr in a.arrays().items():
-            setattr(b, name, np.ascontiguousarray(arr[rows]))
-        out.append(b)
-    return tuple(out)
-
-
-def copy_arena(a):
-    b = Arena(a.shapes, 1)
-    for name, arr in a.arrays().items():
-        setattr(b, name, arr.copy())
-    return b
+    return E.take(rows), D.take(rows)
 
 
 def rel(got, want):
@@ -179,20 +167,18 @@ def norm_rel(got, want):
 def check_training(rng, X, fresh, P=4, steps=20, batch=None, with_stats=True, extra=0):
     batch = BATCH if batch is None else batch
     E, D = population(P, rng, adam=not fresh, distinct=P)
-    cE, cD = copy_arena(E), copy_arena(D)
+    cE, cD = E.copy(), D.copy()
     n = steps * batch + extra  # extra > 0: a short last batch
     orders = np.stack([rng.permutation(X.shape[0])[:n] for _ in range(P)])
     lrs = np.linspace(1e-3, 3e-3, P)
     se, sd = np.zeros((P, E.n_units, 3)), np.zeros((P, D.n_units, 3))
     cse, csd = se.copy(), sd.copy()
-    loss = ck.train_epoch_many(E.params, E.mask, E.m, E.v, E.step, E.table,
-                               D.params, D.mask, D.m, D.v, D.step, D.table,
-                               X, orders, batch, lrs, B1, B2, EPS, fresh, se, sd, with_stats)
-    ref = np.array([cpu.train_epoch(
-        cE.params[p], cE.mask[p], cE.m[p], cE.v[p], cE.step[p:p + 1], cE.table,
-        cD.params[p], cD.mask[p], cD.m[p], cD.v[p], cD.step[p:p + 1], cD.table,
-        X, orders[p], batch, lrs[p], B1, B2, EPS, fresh, cse[p], csd[p], with_stats)
-        for p in range(P)])
+    adam = AdamConfig(B1, B2, EPS, fresh)
+    loss = ck.train_epoch_many(E.half(slice(0, P)), D.half(slice(0, P)), X, orders, batch, lrs,
+                               adam, (se, sd), with_stats)
+    ref = np.array([cpu.train_epoch(cE.half(p), cD.half(p), X, orders[p], batch, lrs[p], adam,
+                                    (cse[p], csd[p]), with_stats)
+                    for p in range(P)])
     res = {
         "loss": rel(loss, ref),
         "enc_params": rel(E.params, cE.params), "dec_params": rel(D.params, cD.params),
@@ -281,10 +267,10 @@ class DevicePop:
 
     def plan(self, with_stats=False):
         d = self.dev
-        return ck._TrainPlan(d["PE"], d["ME"], d["mE"], d["vE"], d["sE"], self.E.table,
-                             d["PD"], d["MD"], d["mD"], d["vD"], d["sD"], self.D.table,
-                             self.X, self.orders, BATCH, self.lrs, B1, B2, EPS, False,
-                             None, None, with_stats)
+        return ck._TrainPlan(Half(d["PE"], d["ME"], d["mE"], d["vE"], d["sE"], self.E.table),
+                             Half(d["PD"], d["MD"], d["mD"], d["vD"], d["sD"], self.D.table),
+                             self.X, self.orders, BATCH, self.lrs,
+                             AdamConfig(B1, B2, EPS, False), (None, None), with_stats)
 
 
 def time_plan(plan, repeats, warmup=1):
@@ -397,9 +383,8 @@ def time_host_path(rng, X, P=None):
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        ck.train_epoch_many(E.params, E.mask, E.m, E.v, E.step, E.table,
-                            D.params, D.mask, D.m, D.v, D.step, D.table,
-                            X, orders, BATCH, lrs, B1, B2, EPS, False, None, None, False)
+        ck.train_epoch_many(E.half(slice(0, P)), D.half(slice(0, P)), X, orders, BATCH, lrs,
+                            AdamConfig(B1, B2, EPS, False), (None, None), False)
         times.append((time.perf_counter() - t0) * 1e3)
     return {"P": P, "epoch_ms_with_copies": statistics.median(times[1:])}
 
@@ -408,9 +393,8 @@ def cpu_baseline(rng, X):
     E, D = population(1, rng)
     orders = rng.permutation(N_SAMPLES)
     se, sd = np.zeros((E.n_units, 3)), np.zeros((D.n_units, 3))
-    args = lambda: (E.params[0], E.mask[0], E.m[0], E.v[0], E.step[0:1], E.table,  # noqa: E731
-                    D.params[0], D.mask[0], D.m[0], D.v[0], D.step[0:1], D.table,
-                    X, orders, BATCH, LR, B1, B2, EPS, False, se, sd, False)
+    args = lambda: (E.half(0), D.half(0), X, orders, BATCH, LR,  # noqa: E731
+                    AdamConfig(B1, B2, EPS, False), (se, sd), False)
     cpu.train_epoch(*args())
     t0 = time.perf_counter()
     cpu.train_epoch(*args())

@@ -113,6 +113,7 @@ from bench._numpy_ref import BETA1, BETA2, EPS, LR, NumpyAE, np_adam, np_backwar
 from bench._timing import Suite, loadavg, machine, pyloop, roofline  # noqa: E402
 from sparseae import _options as opt  # noqa: E402
 from sparseae.kernels import cpu, fpenv  # noqa: E402
+from sparseae.kernels import cpu_layers as kl  # noqa: E402
 from sparseae.model import Autoencoder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,9 +141,8 @@ order = np.arange(20, dtype=np.int64)
 se = np.zeros((e.n_units, 3))
 sd = np.zeros((d.n_units, 3))
 t2 = time.perf_counter()
-cpu.train_epoch(e.params[0], e.mask[0], e.m[0], e.v[0], e.step[0:1], e.table,
-                d.params[0], d.mask[0], d.m[0], d.v[0], d.step[0:1], d.table,
-                X, order, 5, 1e-3, 0.5, 0.999, 1e-8, False, se, sd, False)
+cpu.train_epoch(e.half(0), d.half(0), X, order, 5, 1e-3,
+                cpu.AdamConfig(0.5, 0.999, 1e-8, False), (se, sd), False)
 t3 = time.perf_counter()
 cpu.evaluate_l1(e.params[0], e.table, d.params[0], d.table, X, 256)
 t4 = time.perf_counter()
@@ -192,20 +192,19 @@ def measure_startup(compile_repeat, warm_repeat=3):
 
 
 @njit
-def _loop_forward(n, w, bias, n_in, n_out, t, act, x, h, B, stats, marks, cstate, scratch):
+def _loop_forward(n, p, lay, l, x, h, B, fused, scratch):
     old = fpenv.enter()  # as in training (kernels.fpenv)
     for _ in range(n):
-        cpu.dense_forward(w, bias, n_in, n_out, t, act, x, h, B,
-                          stats, False, marks, cstate, False, 0.0, scratch)
+        kl.dense_forward(p, lay, l, x, h, B, fused, scratch)
     fpenv.leave(old)
 
 
 @njit
-def _loop_backward(n, w, n_in, n_out, t, act, x, h, dh0, dh, B, gw, gb, dx, need_dx):
+def _loop_backward(n, p, lay, l, x, h, dh0, dh, B, g, dx, need_dx):
     old = fpenv.enter()
     for _ in range(n):
         dh[:] = dh0
-        cpu.dense_backward(w, n_in, n_out, t, act, x, h, dh, B, gw, gb, dx, need_dx)
+        kl.dense_backward(p, lay, l, x, h, dh, B, g, dx, need_dx)
     fpenv.leave(old)
 
 
@@ -216,10 +215,10 @@ def _loop_copy(n, src, dst):
 
 
 @njit
-def _loop_adam(n, p, g, mask, m, v, step, lr, b1, b2, eps, fresh):
+def _loop_adam(n, p, g, mask, m, v, step, lr, adam):
     old = fpenv.enter()
     for _ in range(n):
-        cpu.adam_update(p, g, mask, m, v, step, lr, b1, b2, eps, fresh)
+        kl.adam_update(p, g, mask, m, v, step, lr, adam)
     fpenv.leave(old)
 
 
@@ -250,13 +249,12 @@ def _relerr(a, b):
     return float(np.abs(a - b).max()) / scale
 
 
-def _train_args(ae, X, order, batch, stats):
+def _train_args(ae, X, order, batch, with_stats, fresh=False):
+    """``cpu.train_epoch``'s arguments for ``ae`` (fresh statistics arrays)."""
     e, d = ae.encoder, ae.decoder
-    se = np.zeros((e.n_units, 3))
-    sd = np.zeros((d.n_units, 3))
-    return (e.params[0], e.mask[0], e.m[0], e.v[0], e.step[0:1], e.table,
-            d.params[0], d.mask[0], d.m[0], d.v[0], d.step[0:1], d.table,
-            X, order, batch, LR, BETA1, BETA2, EPS, False, se, sd, stats)
+    stats = (np.zeros((e.n_units, 3)), np.zeros((d.n_units, 3)))
+    return (e.half(0), d.half(0), X, order, batch, LR, cpu.AdamConfig(BETA1, BETA2, EPS, fresh),
+            stats, with_stats)
 
 
 def _ae_state(ae):
@@ -275,35 +273,31 @@ def _ae_restore(ae, state):
 # ----------------------------------------------------------------- benchmark
 
 
-def _fwd_items(suite, key, arena, n_in, n_out, act, tr, w0, b0, B, c, L, check):
-    row_p = arena.params[0]
-    w = row_p[w0:w0 + n_in * n_out].copy()
-    bias = row_p[b0:b0 + n_out].copy()
+def _fwd_items(suite, key, arena, l, n_in, n_out, act, B, c, L, check):
+    p = arena.params[0].copy()
     x = c["x"].ravel().copy()
     h = np.empty(B * n_out, np.float32)
-    stats = np.zeros((n_out, 3))
-    marks = np.zeros(n_out, np.uint8)
-    cstate = np.zeros(3, np.int64)
+    fused = kl.no_fusion(arena.table)
     scratch = np.empty(n_out, np.int32)
-    suite.add(key, lambda k: _loop_forward(k, w, bias, n_in, n_out, tr, act, x, h, B,
-                                           stats, marks, cstate, scratch))
+    suite.add(key, lambda k: _loop_forward(k, p, arena.table, l, x, h, B, fused, scratch))
     check[f"forward {key[1]} B={B}"] = _relerr(h, c["h"])
     xh = c["x"].copy()
     hh = np.empty((B, n_out), np.float32)
     suite.add(key + ("numpy",), pyloop(lambda: np_forward(L["W"], L["b"], act, xh, hh)))
 
 
-def _bwd_items(suite, key, arena, n_in, n_out, act, tr, w0, B, c, L, need_dx, check):
-    w = arena.params[0][w0:w0 + n_in * n_out].copy()
+def _bwd_items(suite, key, arena, l, n_in, n_out, act, tr, w0, b0, B, c, L, need_dx, check):
+    p = arena.params[0].copy()
     x = c["x"].ravel().copy()
     hk = c["h"].ravel().copy()
     dh0 = c["dh"].ravel().copy()
     dh = dh0.copy()
-    gw = np.empty(n_in * n_out, np.float32)
-    gb = np.empty(n_out, np.float32)
+    g = np.empty(arena.n, np.float32)
+    gw = g[w0:w0 + n_in * n_out]
+    gb = g[b0:b0 + n_out]
     dx = np.empty(B * n_in, np.float32)
-    suite.add(key, lambda k: _loop_backward(k, w, n_in, n_out, tr, act, x, hk, dh0, dh, B,
-                                            gw, gb, dx, need_dx))
+    suite.add(key, lambda k: _loop_backward(k, p, arena.table, l, x, hk, dh0, dh, B, g, dx,
+                                            need_dx))
     suite.add(key + ("copy",), lambda k: _loop_copy(k, dh0, dh))
     name = key[1]
     check[f"backward gW {name} B={B}"] = _relerr(gw, _storage(c["gW"], tr))
@@ -331,8 +325,8 @@ def _adam_items(suite, key, arena, g, nh):
     m = np.zeros_like(p)
     v = np.zeros_like(p)
     step = np.zeros(1, np.int64)
-    suite.add(key, lambda k: _loop_adam(k, p, g, mask, m, v, step, LR, BETA1, BETA2, EPS,
-                                        False))
+    adam = cpu.AdamConfig(BETA1, BETA2, EPS, False)
+    suite.add(key, lambda k: _loop_adam(k, p, g, mask, m, v, step, LR, adam))
     nhc = dict(nh, p=nh["p"].copy(), m=np.zeros_like(nh["m"]), v=np.zeros_like(nh["v"]),
                step=0)
     suite.add(key + ("numpy",), pyloop(lambda: np_adam(nhc)))
@@ -350,13 +344,14 @@ def add_layers(suite, ae, X, check):
             shape = f"{name} {n_in}->{n_out}"
             act_name = "relu" if act == opt.RELU else "sigmoid"
             key = ("dense_forward", name, B)
-            _fwd_items(suite, key, arena, n_in, n_out, act, tr, w0, b0, B, c, L, check)
+            _fwd_items(suite, key, arena, l, n_in, n_out, act, B, c, L, check)
             specs.append(dict(key=key, kernel="dense_forward", layer=shape, act=act_name,
                               transposed=tr, batch=B, need_dx=None,
                               flops=2.0 * B * n_in * n_out))
             need_dx = name != "enc0"
             key = ("dense_backward", name, B)
-            _bwd_items(suite, key, arena, n_in, n_out, act, tr, w0, B, c, L, need_dx, check)
+            _bwd_items(suite, key, arena, l, n_in, n_out, act, tr, w0, b0, B, c, L, need_dx,
+                       check)
             specs.append(dict(key=key, kernel="dense_backward", layer=shape, act=act_name,
                               transposed=tr, batch=B, need_dx=need_dx,
                               flops=(4.0 if need_dx else 2.0) * B * n_in * n_out))
@@ -454,13 +449,12 @@ def add_training(suite, X, order, trained):
     for key in EPOCHS:
         ae = trained if key == "epoch_trained" else Autoencoder("default", seed=0)
         s0 = _ae_state(ae)
-        args = _train_args(ae, X, order, BATCH, key == "epoch_stats")
-        args = args[:19] + (key == "epoch_fresh",) + args[20:]
+        args = _train_args(ae, X, order, BATCH, key == "epoch_stats", key == "epoch_fresh")
 
         def setup(ae=ae, s0=s0, args=args):
             _ae_restore(ae, s0)
-            args[20][...] = 0
-            args[21][...] = 0
+            for st in args[7]:
+                st[...] = 0
 
         suite.add(key, lambda k, args=args: cpu.train_epoch(*args), setup=setup, fixed_n=1)
 

@@ -51,8 +51,8 @@ def time_steps(runs, repeats, train, pool=None):
 
     class NoTrain:
         @staticmethod
-        def train_epoch_many(PE, *a):
-            return np.zeros(PE.shape[0])
+        def train_epoch_many(enc, *a):
+            return np.zeros(enc.params.shape[0])
 
     if not train:
         g.kernels = NoTrain

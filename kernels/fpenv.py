@@ -27,7 +27,8 @@ already flush subnormals (``fastmath``), so CPU and GPU agree on this.
 
 Where the register does not exist (not x86), :func:`enter` and :func:`leave`
 do nothing and the kernels rely on two guards that hold everywhere: the Adam
-moments are flushed to exactly 0 below :data:`FLT_MIN` (:func:`flush_tiny`),
+moments are flushed to exactly 0 below the smallest normal float32
+(``contract.flush_tiny``),
 and the sigmoid's argument is clamped so that its output stays a normal
 number.  On x86 the guards never fire (FTZ already gives 0), so results are
 the same with and without them.
@@ -40,8 +41,6 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, register_jitable
 
-#: The smallest normal float32.
-FLT_MIN = np.float32(np.finfo(np.float32).tiny)
 #: FTZ (bit 15) and DAZ (bit 6) of MXCSR.
 FTZ_DAZ = np.uint32(0x8040)
 
@@ -119,19 +118,6 @@ else:  # pragma: no cover - exercised only off x86
     @register_jitable
     def leave(old):
         pass
-
-
-@register_jitable
-def flush_tiny(x):
-    """``x``, or exactly 0 when ``|x|`` is below the smallest normal float32.
-
-    The portable half of the guard: it never changes an Adam update (``eps``
-    dominates any such moment) and keeps stored moments normal where FTZ is
-    not available.
-    """
-    if abs(x) < FLT_MIN:
-        return np.float32(0.0)
-    return x
 
 
 @njit(cache=False, nogil=True)

@@ -64,15 +64,25 @@ def check_batch(config: TrainConfig, data: Dataset) -> None:
         )
 
 
-def pair_metrics(model, data: Dataset, zeros: bool = False) -> dict:
-    """Test/validation/train L1, preserved fractions and FLOPs of a trained pair
-    (``zeros``: the reference's preserved accounting, see :func:`preserved`)."""
+def model_l1(model, X, backend=None) -> float:
+    """``model.l1(X)``, computed by ``backend`` (a :class:`sparseae.backend.Backend`;
+    default: the CPU, as ``model.l1`` does)."""
+    if backend is None:
+        return model.l1(X)
+    e, d = model.encoder, model.decoder
+    return float(backend.evaluate(e.params[:1], e.table, d.params[:1], d.table, X)[0])
+
+
+def pair_metrics(model, data: Dataset, zeros: bool = False, backend=None) -> dict:
+    """Test/validation/train L1 (evaluated by ``backend``, default the CPU),
+    preserved fractions and FLOPs of a trained pair (``zeros``: the reference's
+    preserved accounting, see :func:`preserved`)."""
     pres = preserved(model, zeros=zeros)
     fl = flops(model)
     return {
-        "test_l1": model.l1(data.test),
-        "train_l1": model.l1(data.train),
-        "validation_l1": model.l1(data.validation),
+        "test_l1": model_l1(model, data.test, backend),
+        "train_l1": model_l1(model, data.train, backend),
+        "validation_l1": model_l1(model, data.validation, backend),
         "parameters": model.n_params,
         "preserved": pres["total"],
         "preserved_encoder": pres["encoder"],
@@ -85,18 +95,20 @@ def pair_metrics(model, data: Dataset, zeros: bool = False) -> dict:
 
 
 def prune_event(config: TrainConfig, operator: str, enc, dec, ie: int, id_: int, rng,
-                data: Dataset, stats_e, stats_d) -> int:
+                data: Dataset, stats_e, stats_d, backend=None) -> int:
     """One pruning event on encoder row ``ie`` and decoder row ``id_``.
 
     CONJUNCTIVE draws ``config.heldout`` samples of the validation split
     (without replacement when there are enough) and runs the fused marking
-    pass; VARIANCE uses the statistics of the epoch just trained.  Returns the
-    number of entries newly pruned.
+    pass (on ``backend``, default ``config.device``'s); VARIANCE uses the
+    statistics of the epoch just trained.  Returns the number of entries newly
+    pruned.
     """
     marks_e = marks_d = None
     if operator == "conjunctive":
-        from sparseae.kernels import cpu
+        from sparseae import backend as be
 
+        backend = be.get(config.device) if backend is None else backend
         k = config.heldout
         if config.heldout_source == "test_reference":
             src = data.test
@@ -104,8 +116,8 @@ def prune_event(config: TrainConfig, operator: str, enc, dec, ie: int, id_: int,
         else:
             src = data.validation
             idx = rng.choice(src.shape[0], k, replace=k > src.shape[0])
-        marks_e, marks_d = cpu.conjunctive_marks(enc.params[ie], enc.table, dec.params[id_],
-                                                 dec.table, src[idx], config.threshold)
+        marks_e, marks_d = backend.conjunctive(enc.params[ie], enc.table, dec.params[id_],
+                                               dec.table, src[idx], config.threshold)
     c = config
     return prune_pair(operator, enc, dec, ie, id_, c.prune_amount, rng,
                       stats_e=stats_e, stats_d=stats_d, marks_e=marks_e, marks_d=marks_d,
@@ -144,9 +156,9 @@ class CanonicalRun:
         self.data = make_data(config) if data is None else data
         check_batch(config, self.data)
         self.arch = resolve_arch(config, self.data)
-        from sparseae.backend import kernels
+        from sparseae import backend
 
-        kernels(config.device)  # fail now when the device is not usable
+        self.backend = backend.get(config.device)  # fails now when the device is not usable
         self.rng = np.random.default_rng(config.seed)
         self.model = Autoencoder(self.arch, seed=self.rng)
         self.epoch = 0
@@ -200,13 +212,13 @@ class CanonicalRun:
 
     def train(self, ctx: dict) -> float:
         """One epoch of training on ``config.device``; returns the mean batch L1."""
-        from sparseae.backend import train_pairs
+        from sparseae.backend import adam_config
 
         c = self.config
-        return float(train_pairs(c.device, self.model.encoder, self.model.decoder, range(0, 1),
-                                 self.data.train, ctx["order"][None], c.batch_size, [ctx["lr"]],
-                                 c, self._stats_e[None], self._stats_d[None],
-                                 ctx["with_stats"])[0])
+        return float(self.backend.train(
+            self.model.encoder, self.model.decoder, range(0, 1), self.data.train,
+            ctx["order"][None], [ctx["lr"]], c.batch_size, adam_config(c),
+            (self._stats_e[None], self._stats_d[None]), ctx["with_stats"])[0])
 
     def finish_epoch(self, ctx: dict, loss: float) -> float:
         """Maybe prune, record the epoch; return ``loss``."""
@@ -222,7 +234,7 @@ class CanonicalRun:
         self.history["preserved"].append(preserved_total(e, d, zeros=c.regrowth))
         if figure_epoch(self.epoch):
             self.history["figure_epoch"].append(self.epoch)
-            self.history["mean_l1"].append(self.model.l1(self.data.train))
+            self.history["mean_l1"].append(model_l1(self.model, self.data.train, self.backend))
         self.epoch += 1
         return float(loss)
 
@@ -234,7 +246,7 @@ class CanonicalRun:
         if not p > self.rng.random():
             return 0
         return prune_event(c, c.operator, self.model.encoder, self.model.decoder, 0, 0,
-                           self.rng, self.data, self._stats_e, self._stats_d)
+                           self.rng, self.data, self._stats_e, self._stats_d, self.backend)
 
     def run(self, callback=None, stop=None) -> dict:
         """Train the remaining epochs and return :meth:`summary`.
@@ -258,7 +270,7 @@ class CanonicalRun:
         """Final metrics (``sparseae eval`` reports the same keys)."""
         out = {"paradigm": "canonical", "arch": str(self.arch), "operator": self.config.operator,
                "schedule": self.config.schedule}
-        out.update(pair_metrics(self.model, self.data, self.config.regrowth))
+        out.update(pair_metrics(self.model, self.data, self.config.regrowth, self.backend))
         out["mean_l1"] = out["train_l1"]
         out.update({
             "epochs": self.epoch,
@@ -318,7 +330,7 @@ class CanonicalRun:
         return run
 
 
-def evaluate_checkpoint(path, data: Dataset | None = None) -> dict:
+def evaluate_checkpoint(path, data: Dataset | None = None, backend=None) -> dict:
     """Metrics of the model in a canonical checkpoint, on ``data`` (default:
     the run's own data).  Works on checkpoints from any epoch."""
     ck, config = read_checkpoint(path, _EVAL_KEYS)
@@ -333,7 +345,7 @@ def evaluate_checkpoint(path, data: Dataset | None = None) -> dict:
     restore_arenas(model.encoder, model.decoder, ck, path)
     out = {"paradigm": "canonical", "arch": str(model.arch), "operator": config.operator,
            "schedule": config.schedule}
-    out.update(pair_metrics(model, data, config.regrowth))
+    out.update(pair_metrics(model, data, config.regrowth, backend))
     out["epochs"] = int(ck.state["epoch"])
     return out
 

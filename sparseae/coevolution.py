@@ -29,7 +29,9 @@ import time
 
 import numpy as np
 
+from sparseae import backend
 from sparseae import checkpoint as ckpt_io
+from sparseae.backend import adam_config
 from sparseae.canonical import (
     check_batch,
     check_same_run,
@@ -46,7 +48,6 @@ from sparseae.data import Dataset
 from sparseae.errors import CheckpointError, ConfigError
 from sparseae.metrics import figure_epoch, preserved_total
 from sparseae.model import Arena, Autoencoder
-from sparseae.backend import kernels, train_pairs
 from sparseae.schedules import probability
 
 LR_MIN, LR_MAX = 1e-9, 10.0
@@ -101,13 +102,13 @@ def _mean_pairwise_l2(rows: np.ndarray) -> float:
 
 def _mean_jaccard(masks: np.ndarray) -> float:
     """Mean Jaccard overlap of the live entries over all pairs of masks (1 when
-    both are empty).  The counts come from a float32 Gram matrix of 0/1
-    values, exact below 2**24 entries per row."""
+    both are empty), from exact counts (no BLAS threads beside the lockstep's)."""
+    from sparseae.kernels import cpu
+
     n = masks.shape[0]
     if n < 2:
         return 1.0
-    m = masks.astype(np.float32)
-    inter = (m @ m.T).astype(np.float64)
+    inter = cpu.mask_overlaps(np.ascontiguousarray(masks, np.uint8)).astype(np.float64)
     live = np.diag(inter)
     union = live[:, None] + live[None, :] - inter
     iu = np.triu_indices(n, 1)
@@ -143,7 +144,7 @@ class LipiRun:
         for k in range(N):  # cell by cell, encoder then decoder, as Autoencoder(seed=rng) draws
             self.encoders.init(self.rng, [k])
             self.decoders.init(self.rng, [k])
-        kernels(config.device)  # fail now when the device is not usable
+        self.backend = backend.get(config.device)  # fails now when the device is not usable
         self.work_e = Arena(self.arch.encoder_shapes(), 1)
         self.work_d = Arena(self.arch.decoder_shapes(), 1)
         self.wi = 0  # the work row of this run's own pair (sync mode uses one row per cell)
@@ -173,15 +174,14 @@ class LipiRun:
         """Steps 1-3 for one cell: neighbourhood, all-pairs L1, tournament; the
         winning pair is copied to work row ``row`` (default: this run's), ready
         for :meth:`train_cell`."""
-        from sparseae.kernels import cpu
-
         c = self.config
         E, D = self.encoders, self.decoders
         wi = self.wi if row is None else row
         stats_e = self._stats_e if row is None else self._sync_stats_e[row]
         stats_d = self._stats_d if row is None else self._sync_stats_d[row]
         idx = neighbourhood(cell, self.n_cells, c.radius)
-        losses = cpu.all_pairs_l1(E.params[idx], E.table, D.params[idx], D.table, self._batch())
+        losses = self.backend.all_pairs(E.params[idx], E.table, D.params[idx], D.table,
+                                        self._batch())
         fitness = best_case_fitness(losses)
         win = tournament(fitness, self.rng)
         src = int(idx[win])
@@ -215,29 +215,27 @@ class LipiRun:
             se, sd = ctxs[0]["stats_e"][None], ctxs[0]["stats_d"][None]
         else:
             se, sd = self._sync_stats_e[lo:lo + len(ctxs)], self._sync_stats_d[lo:lo + len(ctxs)]
-        train_pairs(c.device, self.work_e, self.work_d, rows, self.data.train,
-                    np.stack([x["order"] for x in ctxs]), c.batch_size,
-                    [x["lr"] for x in ctxs], c, se, sd, with_stats)
+        self.backend.train(self.work_e, self.work_d, rows, self.data.train,
+                           np.stack([x["order"] for x in ctxs]), [x["lr"] for x in ctxs],
+                           c.batch_size, adam_config(c), (se, sd), with_stats)
         self.train_seconds += time.perf_counter() - t0
 
     def finish_cell(self, ctx: dict) -> dict:
         """Steps 5-6: evaluate, maybe prune, replace the centre, mutate the lr."""
-        from sparseae.kernels import cpu
-
         c = self.config
         E, D, we, wd, wi = self.encoders, self.decoders, self.work_e, self.work_d, ctx["row"]
         cell, operator = ctx["cell"], ctx["operator"]
         self.steps += self._steps_per_epoch
         batch = self._batch()
-        replacement = float(cpu.evaluate_l1(we.params[wi], we.table, wd.params[wi], wd.table,
-                                            batch, batch.shape[0]))
+        replacement = float(self.backend.evaluate(we.params[wi:wi + 1], we.table,
+                                                  wd.params[wi:wi + 1], wd.table, batch)[0])
         pruned = 0
         if operator != "none":
             n = 2 * c.radius + 1
             p = probability(c.schedule, c.prune_probability, self.epoch, c.final_epoch(), n)
             if p > self.rng.random():
                 pruned = prune_event(c, operator, we, wd, wi, wi, self.rng, self.data,
-                                     ctx["stats_e"], ctx["stats_d"])
+                                     ctx["stats_e"], ctx["stats_d"], self.backend)
         moments = c.adam != "fresh"
         E.copy_row(cell, wi, source=we, moments=moments)
         D.copy_row(cell, wi, source=wd, moments=moments)
@@ -339,8 +337,8 @@ class LipiRun:
             h["preserved_decoder"].append(float(D.mask.mean()))
         if figure_epoch(self.epoch):
             h["figure_epoch"].append(self.epoch)
-            h["mean_l1"].append(float(np.mean([self.centre(k).l1(self.data.train)
-                                               for k in range(N)])))
+            h["mean_l1"].append(float(np.mean(self.backend.evaluate(
+                E.params, E.table, D.params, D.table, self.data.train))))
         self.order = self.rng.permutation(N)
         self.epoch += 1
         self.seconds += seconds + time.perf_counter() - t0
@@ -367,7 +365,7 @@ class LipiRun:
         return m
 
     def centre_metrics(self) -> list:
-        return [pair_metrics(self.centre(k), self.data, self.config.regrowth)
+        return [pair_metrics(self.centre(k), self.data, self.config.regrowth, self.backend)
                 for k in range(self.n_cells)]
 
     def summary(self) -> dict:

@@ -8,7 +8,9 @@ evaluation, tournament, pruning decisions, replacement, lr mutation, all with
 its own Generator -- and yields the pairs it wants trained next.  The driver
 here collects the current request of every run of a *group*, trains all of
 them in one ``train_epoch_many`` call of the device's kernels, and resumes
-every run.  So each run keeps its seed, its schedule decisions and (Lipi-AE-S)
+every run.  The runs' own evaluations between requests (all-pairs L1,
+replacement L1, CONJUNCTIVE marks) run on the CPU, on the threads of their
+host work.  So each run keeps its seed, its schedule decisions and (Lipi-AE-S)
 its sequential cell order; only the training of different runs' pairs is
 batched.  On the CPU the result of every run is bit-identical to running it
 alone (tested); on cuda each training call agrees with the CPU to float32
@@ -70,13 +72,19 @@ class Group:
     """Runs trained together: shared work arenas, statistics, orders, lrs and data."""
 
     def __init__(self, runs: list):
-        from sparseae.backend import kernels
+        from sparseae import backend
+        from sparseae.backend import adam_config, kernels
 
         self.runs = list(runs)
         first = self.runs[0]
         c = first.config
         self.device, self.config = c.device, c
         self.kernels = kernels(self.device)
+        self.adam = adam_config(c)
+        #: train row by row with the serial CPU kernel (set when training overlaps
+        #: other threads' work: numba's parallel loop would oversubscribe the
+        #: cores, and two parallel regions at once crash its workqueue layer)
+        self.serial = False
         self.width = first.work_rows
         P = self.width * len(self.runs)
         self.P = P
@@ -100,7 +108,11 @@ class Group:
             self.X[lo:lo + n] = train
         self.offset = np.asarray(offset, np.int64)
         self.X_device = self.X if self.device == "cpu" else self.kernels.to_device(self.X)
+        # the runs' own evaluations (all-pairs, replacement L1, CONJUNCTIVE marks) run on
+        # the CPU threads of their host work; only the group's training goes to the device
+        host = backend.get("cpu")
         for j, run in enumerate(self.runs):
+            run.backend = host
             lo, hi = j * self.width, (j + 1) * self.width
             run.bind_work(self.enc.rows(lo, hi), self.dec.rows(lo, hi),
                           self.stats_e[lo:hi], self.stats_d[lo:hi])
@@ -160,12 +172,18 @@ class Group:
         group's arrays, so it may run on another thread while other groups
         do their host work."""
         t0 = time.perf_counter()
-        c, e, d = self.config, self.enc, self.dec
-        losses = self.kernels.train_epoch_many(
-            e.params, e.mask, e.m, e.v, e.step, e.table,
-            d.params, d.mask, d.m, d.v, d.step, d.table,
-            self.X_device, self.orders, c.batch_size, self.lrs, c.beta1, c.beta2, c.eps,
-            c.adam == "fresh", self.stats_e, self.stats_d, self.with_stats)
+        c = self.config
+        if self.serial:  # beside other threads' work: no parallel kernel, one core
+            losses = np.array([self.kernels.train_epoch(
+                self.enc.half(p), self.dec.half(p), self.X_device, self.orders[p],
+                c.batch_size, float(self.lrs[p]), self.adam,
+                (self.stats_e[p], self.stats_d[p]), self.with_stats) for p in range(self.P)])
+        else:
+            every = slice(0, self.P)
+            losses = self.kernels.train_epoch_many(
+                self.enc.half(every), self.dec.half(every), self.X_device, self.orders,
+                c.batch_size, self.lrs, self.adam, (self.stats_e, self.stats_d),
+                self.with_stats)
         self.steps += 1
         self.last_seconds = time.perf_counter() - t0
         self.train_seconds += self.last_seconds
@@ -251,6 +269,8 @@ def run_lockstep(runs: list, on_finish=None, abort=None, max_runs: int = MAX_GRO
     if overlap is None:
         overlap = any(r.config.device == "cuda" for r in runs)
     groups = make_groups(runs, max_runs, split=2 if overlap else 1)
+    for g in groups:
+        g.serial = overlap and g.device == "cpu"
     for run in runs:
         run.compile_seconds = compile_seconds
     threads = (os.cpu_count() or 1) if threads is None else int(threads)

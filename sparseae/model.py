@@ -153,6 +153,30 @@ class Arena:
             setattr(view, key, arr[lo:hi])
         return view
 
+    def take(self, rows) -> "Arena":
+        """A new arena holding copies of ``rows`` (any index array, repeats allowed)."""
+        out = object.__new__(Arena)
+        out.shapes, out.table, out.n = self.shapes, self.table, self.n
+        for key, arr in self.arrays().items():
+            setattr(out, key, np.ascontiguousarray(arr[np.asarray(rows, np.int64)]))
+        return out
+
+    def copy(self) -> "Arena":
+        """A copy of every row."""
+        return self.take(np.arange(self.population))
+
+    def half(self, rows):
+        """The kernels' bundle (``kernels.contract.Half``) of individual ``rows``
+        (an int) or of the rows of a slice, as views of this arena."""
+        from sparseae.kernels.contract import Half
+
+        if isinstance(rows, slice):
+            return Half(self.params[rows], self.mask[rows], self.m[rows], self.v[rows],
+                        self.step[rows], self.table)
+        i = int(rows)
+        return Half(self.params[i], self.mask[i], self.m[i], self.v[i], self.step[i:i + 1],
+                    self.table)
+
     @property
     def population(self) -> int:
         return self.params.shape[0]

@@ -48,34 +48,16 @@ def train(config: TrainConfig | None = None, data: Dataset | None = None, callba
     return model, summary, run
 
 
-def _l1_on_device(device, enc, dec, data, metrics) -> None:
-    """Recompute every pair's test/train/validation L1 with ``device``'s
-    batched evaluation (all rows of ``enc``/``dec`` at once)."""
-    from sparseae.backend import kernels
-
-    k = kernels(device)
-    for split in ("test", "train", "validation"):
-        X = getattr(data, split)
-        values = k.evaluate_l1_many(enc.params, enc.table, dec.params, dec.table, X)
-        for m, v in zip(metrics, values):
-            m[f"{split}_l1"] = float(v)
-
-
 def evaluate(path, data: Dataset | None = None, device: str = "cpu") -> dict:
     """Metrics of a checkpoint of either kind; for a population, every centre and
-    the best.  With ``device="cuda"`` the L1 evaluations run on the GPU."""
+    the best.  With ``device="cuda"`` the L1 evaluations run on the GPU (and only
+    there)."""
+    from sparseae import backend
+
+    b = backend.get(device)
     ck = ckpt_io.load(path)
     if ck.kind == "canonical":
-        out = evaluate_checkpoint(path, data)
-        if device != "cpu":
-            config = TrainConfig.from_dict(ck.config)
-            data = make_data(config) if data is None else data
-            model = Autoencoder(ck.state["arch"])
-            from sparseae.canonical import restore_arenas
-
-            restore_arenas(model.encoder, model.decoder, ck, path)
-            _l1_on_device(device, model.encoder, model.decoder, data, [out])
-        return out
+        return evaluate_checkpoint(path, data, backend=b)
     if ck.kind != "population":
         raise CheckpointError(f"checkpoint: {path} holds an unknown kind {ck.kind!r}")
     try:
@@ -97,9 +79,7 @@ def evaluate(path, data: Dataset | None = None, device: str = "cpu") -> dict:
         m = Autoencoder(arch)
         m.encoder.copy_row(0, k, source=enc)
         m.decoder.copy_row(0, k, source=dec)
-        centres.append(pair_metrics(m, data, config.regrowth))
-    if device != "cpu":
-        _l1_on_device(device, enc, dec, data, centres)
+        centres.append(pair_metrics(m, data, config.regrowth, b))
     best = int(np.argmin([c["test_l1"] for c in centres]))
     out = {"paradigm": "lipi", "arch": str(arch), "operator": config.operator,
            "schedule": config.schedule, "population": N, "best_cell": best}

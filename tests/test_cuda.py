@@ -110,6 +110,7 @@ else:
     from sparseae._options import ADAM_BETAS, ADAM_EPS
     from sparseae.kernels import cpu
     from sparseae.kernels import cuda as ck
+    from sparseae.kernels.contract import AdamConfig, Half
     from sparseae.model import Architecture, Arena
 
     F32 = np.float32
@@ -160,24 +161,16 @@ else:
     def data(rng, N, D):
         return rng.uniform(0.0, 1.0, (N, D)).astype(F32)
 
-    def copy_arena(a):
-        b = Arena(a.shapes, a.population)
-        for k, v in a.arrays().items():
-            getattr(b, k)[...] = v
-        return b
-
     def cpu_epoch(E, D, X, orders, bs, lrs, fresh, se, sd, with_stats):
         return np.array([
-            cpu.train_epoch(E.params[p], E.mask[p], E.m[p], E.v[p], E.step[p:p + 1], E.table,
-                            D.params[p], D.mask[p], D.m[p], D.v[p], D.step[p:p + 1], D.table,
-                            X, orders[p], bs, lrs[p], B1, B2, EPS, fresh, se[p], sd[p],
-                            with_stats)
+            cpu.train_epoch(E.half(p), D.half(p), X, orders[p], bs, lrs[p],
+                            AdamConfig(B1, B2, EPS, fresh), (se[p], sd[p]), with_stats)
             for p in range(E.population)])
 
     def gpu_epoch(E, D, X, orders, bs, lrs, fresh, se, sd, with_stats):
-        return ck.train_epoch_many(E.params, E.mask, E.m, E.v, E.step, E.table,
-                                   D.params, D.mask, D.m, D.v, D.step, D.table,
-                                   X, orders, bs, lrs, B1, B2, EPS, fresh, se, sd, with_stats)
+        every = slice(0, E.population)
+        return ck.train_epoch_many(E.half(every), D.half(every), X, orders, bs, lrs,
+                                   AdamConfig(B1, B2, EPS, fresh), (se, sd), with_stats)
 
     def assert_same_state(ga, ca, fresh):
         """Same Adam state as the CPU kernels.  The tolerance on the weights is
@@ -207,7 +200,7 @@ else:
         E, D = population(sizes, seed, adam_state=True)
         if fresh:
             assert E.m.any() and D.v.any()
-        cE, cD = copy_arena(E), copy_arena(D)
+        cE, cD = Arena.copy(E), Arena.copy(D)
         rng = np.random.default_rng(seed + 1)
         N, bs = 8, 3  # batches 3, 3, 2
         X = data(rng, N, sizes[0])
@@ -242,7 +235,7 @@ else:
         c = ck._numba_cuda()
         sizes = (7, 5, 3)
         E, D = population(sizes, 5, adam_state=True)
-        hE, hD = copy_arena(E), copy_arena(D)
+        hE, hD = Arena.copy(E), Arena.copy(D)
         rng = np.random.default_rng(6)
         X = data(rng, 9, 7)
         orders = np.stack([rng.permutation(9) for _ in range(P)])
@@ -252,13 +245,14 @@ else:
         dev = {k: c.to_device(v) for k, v in
                dict(PE=E.params, mE=E.m, vE=E.v, sE=E.step, PD=D.params, mD=D.m, vD=D.v,
                     sD=D.step, se=se, sd=sd).items()}
-        loss = ck.train_epoch_many(dev["PE"], E.mask, dev["mE"], dev["vE"], dev["sE"], E.table,
-                                   dev["PD"], D.mask, dev["mD"], dev["vD"], dev["sD"], D.table,
-                                   c.to_device(X), c.to_device(orders), 4, lrs, B1, B2, EPS,
-                                   False, dev["se"], dev["sd"], True)
+        loss = ck.train_epoch_many(
+            Half(dev["PE"], E.mask, dev["mE"], dev["vE"], dev["sE"], E.table),
+            Half(dev["PD"], D.mask, dev["mD"], dev["vD"], dev["sD"], D.table),
+            c.to_device(X), c.to_device(orders), 4, lrs, AdamConfig(B1, B2, EPS, False),
+            (dev["se"], dev["sd"]), True)
         ref = gpu_epoch(hE, hD, X, orders, 4, lrs, False, hse, hsd, True)
         np.testing.assert_array_equal(loss, ref)
-        assert np.array_equal(E.params, copy_arena(E).params)  # host copy untouched
+        assert np.array_equal(E.params, Arena.copy(E).params)  # host copy untouched
         for name, want in dict(PE=hE.params, mE=hE.m, vE=hE.v, sE=hE.step, PD=hD.params,
                                mD=hD.m, vD=hD.v, sD=hD.step, se=hse, sd=hsd).items():
             np.testing.assert_array_equal(dev[name].copy_to_host(), want, err_msg=name)
@@ -275,7 +269,7 @@ else:
         monkeypatch.setattr(ck, "PIPELINE", pipeline)
         sizes = (6, 4, 5, 2)
         E, D = population(sizes, 11)
-        cE, cD = copy_arena(E), copy_arena(D)
+        cE, cD = Arena.copy(E), Arena.copy(D)
         rng = np.random.default_rng(12)
         X = data(rng, 7, 6)
         orders = np.stack([rng.permutation(7) for _ in range(P)])
@@ -295,7 +289,7 @@ else:
         monkeypatch.setattr(ck, "SHARED_BYTES", 0)
         sizes = (4, 6, 3)
         E, D = population(sizes, 21)
-        cE, cD = copy_arena(E), copy_arena(D)
+        cE, cD = Arena.copy(E), Arena.copy(D)
         rng = np.random.default_rng(22)
         X = data(rng, 8, 4)
         orders = np.stack([rng.permutation(8) for _ in range(P)])
@@ -323,19 +317,20 @@ else:
         X = data(np.random.default_rng(2), 6, 7)
         orders = np.tile(np.arange(6), (P, 1))
         se, sd = np.zeros((P, E.n_units, 3)), np.zeros((P, D.n_units, 3))
-        args = [E.params, E.mask, E.m, E.v, E.step, E.table, D.params, D.mask, D.m, D.v,
-                D.step, D.table, X, orders, 3, np.full(P, 1e-3), B1, B2, EPS, False, se, sd,
-                True]
+        every = slice(0, P)
+        args = [E.half(every), D.half(every), X, orders, 3, np.full(P, 1e-3),
+                AdamConfig(B1, B2, EPS, False), (se, sd), True]
         bad = list(args)
-        bad[0] = E.params.astype(np.float64)  # updated in place: the dtype must match
+        # updated in place: the dtype must match
+        bad[0] = E.half(every)._replace(params=E.params.astype(np.float64))
         with pytest.raises(TypeError, match="PE must be float32"):
             ck.train_epoch_many(*bad)
         bad = list(args)
-        bad[13] = orders[:2]
+        bad[3] = orders[:2]
         with pytest.raises(ValueError, match="orders"):
             ck.train_epoch_many(*bad)
         bad = list(args)
-        bad[12] = X[:, :5]
+        bad[2] = X[:, :5]
         with pytest.raises(ValueError, match="X must be"):
             ck.train_epoch_many(*bad)
 
@@ -447,9 +442,9 @@ else:
         launches = []
         real = ck.train_epoch_many
 
-        def counting(PE, *args):
-            launches.append(PE.shape[0])
-            return real(PE, *args)
+        def counting(enc, *args):
+            launches.append(enc.params.shape[0])
+            return real(enc, *args)
 
         ck.train_epoch_many = counting
         try:
@@ -472,3 +467,67 @@ else:
             for key in ("train_loss", "replacement_loss", "mean_l1"):
                 if key in x["history"]:
                     np.testing.assert_allclose(x["history"][key], y["history"][key], rtol=1e-5)
+
+    # ------------------------------------------------------------- backend
+
+    def test_device_cuda_runs_every_kernel_family_on_the_gpu(monkeypatch):
+        """A run on ``device="cuda"`` trains, evaluates, forms the all-pairs L1 and
+        the CONJUNCTIVE marks with the CUDA kernels (the CPU ones may not be
+        called), and ends close to the same run on the CPU."""
+        from sparseae import CanonicalRun, LipiRun, TrainConfig, backend
+
+        base = dict(clusters=2, dim=7, per_cluster=5, batch_size=3, arch="7,5,3", epochs=2,
+                    schedule="fixed", prune_probability=1.0, lr=3e-3, seed=3,
+                    operator="conjunctive", heldout=4)
+        calls = []
+        for name in ("train_epoch_many", "all_pairs_l1", "evaluate_l1_many",
+                     "conjunctive_marks_many"):
+            real = getattr(ck, name)
+            monkeypatch.setattr(ck, name, lambda *a, _f=real, _n=name: (calls.append(_n),
+                                                                        _f(*a))[1])
+        results = {}
+        for device in ("cuda", "cpu"):
+            if device == "cuda":
+                for name in ("train_epoch", "train_epoch_many", "all_pairs_l1", "evaluate_l1",
+                             "conjunctive_marks"):
+                    monkeypatch.setattr(
+                        cpu, name, lambda *a, _n=name: pytest.fail(f"cpu.{_n} called"))
+            else:
+                monkeypatch.undo()
+            for cls, extra in ((LipiRun, dict(paradigm="lipi", population=2)),
+                               (CanonicalRun, dict(paradigm="canonical"))):
+                run = cls(TrainConfig(device=device, **base, **extra))
+                for _ in range(run.config.epochs):
+                    run.run_epoch()
+                m = run.centre(0) if cls is LipiRun else run.model
+                results[(device, cls.__name__)] = (m.encoder.params.copy(), run.history)
+                if device == "cuda":
+                    assert run.backend is backend.get("cuda")
+        assert set(calls) == {"train_epoch_many", "all_pairs_l1", "evaluate_l1_many",
+                              "conjunctive_marks_many"}
+        for name in ("LipiRun", "CanonicalRun"):
+            g, c = results[("cuda", name)], results[("cpu", name)]
+            np.testing.assert_allclose(g[0], c[0], rtol=1e-4, atol=1e-5)
+            np.testing.assert_array_equal(np.asarray(g[1]["pruned"]), np.asarray(c[1]["pruned"]))
+            assert np.asarray(c[1]["pruned"]).sum() > 0  # CONJUNCTIVE did prune
+
+    def test_eval_on_cuda_computes_each_l1_once_on_the_gpu(monkeypatch, tmp_path):
+        """``sparseae eval --device cuda``: every L1 on the GPU, none on the CPU."""
+        from sparseae import CanonicalRun, TrainConfig
+        from sparseae.runs import evaluate
+
+        cfg = TrainConfig(paradigm="canonical", clusters=2, dim=7, per_cluster=5, batch_size=3,
+                          arch="7,5,3", epochs=1, seed=2)
+        run = CanonicalRun(cfg)
+        run.run_epoch()
+        run.save(tmp_path / "c.h5")
+        want = evaluate(tmp_path / "c.h5")
+        gpu_calls = []
+        real = ck.evaluate_l1_many
+        monkeypatch.setattr(ck, "evaluate_l1_many",
+                            lambda *a: (gpu_calls.append(1), real(*a))[1])
+        monkeypatch.setattr(cpu, "evaluate_l1", lambda *a: pytest.fail("cpu.evaluate_l1 called"))
+        got = evaluate(tmp_path / "c.h5", device="cuda")
+        assert len(gpu_calls) == 3  # test, train, validation
+        for key in ("test_l1", "train_l1", "validation_l1"):
+            assert got[key] == pytest.approx(want[key], rel=1e-6)

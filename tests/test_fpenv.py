@@ -11,11 +11,13 @@ import pytest
 from numba import njit
 
 from sparseae import CanonicalRun, TrainConfig
-from sparseae.kernels import cpu, fpenv
+from sparseae.kernels import cpu, cpu_layers, fpenv
+from sparseae.kernels.contract import AdamConfig, flush_tiny
 from sparseae.model import Architecture, Arena
 
 F32 = np.float32
 TINY = np.finfo(F32).tiny
+ADAM = AdamConfig(0.5, 0.999, 1e-8, False)
 x86 = pytest.mark.skipif(not fpenv.X86, reason="MXCSR exists on x86 only")
 
 
@@ -43,14 +45,12 @@ def entry_point_calls():
     sd = np.zeros((d.n_units, 3))
     order = np.arange(12, dtype=np.int64)
     return {
-        "train_epoch": lambda: cpu.train_epoch(
-            e.params[0], e.mask[0], e.m[0], e.v[0], e.step[0:1], e.table,
-            d.params[0], d.mask[0], d.m[0], d.v[0], d.step[0:1], d.table,
-            X, order, 5, 1e-3, 0.5, 0.999, 1e-8, False, se, sd, True),
+        "train_epoch": lambda: cpu.train_epoch(e.half(0), d.half(0), X, order, 5, 1e-3, ADAM,
+                                               (se, sd), True),
         "train_epoch_many": lambda: cpu.train_epoch_many(
-            e.params, e.mask, e.m, e.v, e.step, e.table, d.params, d.mask, d.m, d.v, d.step,
-            d.table, X, np.stack([order] * 3), 5, np.full(3, 1e-3), 0.5, 0.999, 1e-8, False,
-            np.zeros((3, e.n_units, 3)), np.zeros((3, d.n_units, 3)), True),
+            e.half(slice(0, 3)), d.half(slice(0, 3)), X, np.stack([order] * 3), 5,
+            np.full(3, 1e-3), ADAM, (np.zeros((3, e.n_units, 3)), np.zeros((3, d.n_units, 3))),
+            True),
         "forward_half": lambda: cpu.forward_half(e.params[0], e.table, X, 4),
         "evaluate_l1": lambda: cpu.evaluate_l1(e.params[0], e.table, d.params[0], d.table, X, 4),
         "all_pairs_l1": lambda: cpu.all_pairs_l1(e.params, e.table, d.params, d.table, X[:5]),
@@ -105,7 +105,7 @@ def test_flush_tiny():
     def flush(x):
         out = np.empty_like(x)
         for k in range(x.shape[0]):
-            out[k] = fpenv.flush_tiny(x[k])
+            out[k] = flush_tiny(x[k])
         return out
 
     x = np.array([0.0, TINY, -TINY, TINY / 2, -TINY / 3, 1e-45, 1.0, -2.5], F32)
@@ -116,12 +116,12 @@ def test_flush_tiny():
 def _adam_no_ftz(p, g, mask, m, v, step, n):
     # helpers do not touch MXCSR: this is the kernels' portable path
     for _ in range(n):
-        cpu.adam_update(p, g, mask, m, v, step, 1e-3, 0.5, 0.999, 1e-8, False)
+        cpu_layers.adam_update(p, g, mask, m, v, step, 1e-3, ADAM)
 
 
 @njit
 def _sigmoid_no_ftz(z):
-    cpu.sigmoid_inplace(z, np.empty(z.shape[0], np.int32))
+    cpu_layers.sigmoid_inplace(z, np.empty(z.shape[0], np.int32))
 
 
 def _without_ftz(fn):
