@@ -19,6 +19,35 @@ import numpy as np
 from sparseae._options import RELU
 
 
+def useless_units(layer_masks) -> list:
+    """Hidden units that cannot affect the output, to a fixed point.
+
+    ``layer_masks`` is the chain's ``(weight mask (out, in), bias mask
+    (out,))`` per layer, encoder then decoder.  A hidden unit is useless when
+    none of its outgoing weights is live, or when none of its incoming weights
+    and not its bias is live (it outputs ReLU(0) = 0); removing it can make
+    its neighbours useless in turn.  Returns one bool array per boundary
+    between consecutive layers (the outputs of layer ``k``, ``k < L - 1``).
+    Inputs and outputs are never useless.
+    """
+    w = [np.asarray(m, bool).copy() for m, _ in layer_masks]
+    b = [np.asarray(m, bool).copy() for _, m in layer_masks]
+    useless = [np.zeros(len(x), bool) for x in b[:-1]]
+    changed = True
+    while changed:
+        changed = False
+        for k in range(len(useless)):
+            dead = (~w[k + 1].any(axis=0)) | ((~w[k].any(axis=1)) & ~b[k])
+            new = dead & ~useless[k]
+            if new.any():
+                useless[k] |= new
+                w[k][new, :] = False
+                b[k][new] = False
+                w[k + 1][:, new] = False
+                changed = True
+    return useless
+
+
 def _halves(model, row_e=0, row_d=0):
     return ((model.encoder, row_e, "encoder"), (model.decoder, row_d, "decoder"))
 
@@ -139,28 +168,17 @@ def compact(model, row_e: int = 0, row_d: int = 0) -> CompactNetwork:
     remaining units are 0 in the result.
     """
     layers = []
+    masks = []
     for arena, i, _ in _halves(model, row_e, row_d):
         for l in range(arena.n_layers):
-            layers.append([
-                np.array(arena.weight(i, l) * arena.weight(i, l, "mask"), np.float32),
-                np.array(arena.bias(i, l) * arena.bias(i, l, "mask"), np.float32),
-                arena.weight(i, l, "mask").astype(bool),
-                arena.bias(i, l, "mask").astype(bool),
-                int(arena.shapes[l][2]),
-            ])
+            mW, mb = arena.weight(i, l, "mask"), arena.bias(i, l, "mask")
+            masks.append((mW, mb))
+            layers.append([np.array(arena.weight(i, l) * mW, np.float32),
+                           np.array(arena.bias(i, l) * mb, np.float32), int(arena.shapes[l][2])])
     n_enc = model.encoder.n_layers
-    changed = True
-    while changed:
-        changed = False
-        for k in range(len(layers) - 1):
-            W, b, mW, mb, _ = layers[k]
-            W2, b2, mW2, mb2, act2 = layers[k + 1]
-            useless = (~mW2.any(axis=0)) | ((~mW.any(axis=1)) & ~mb)
-            if useless.any():
-                keep = ~useless
-                layers[k][0], layers[k][1] = W[keep], b[keep]
-                layers[k][2], layers[k][3] = mW[keep], mb[keep]
-                layers[k + 1][0], layers[k + 1][2] = W2[:, keep], mW2[:, keep]
-                changed = True
-    out = [(W, b, act) for W, b, _, _, act in layers]
+    for k, useless in enumerate(useless_units(masks)):
+        keep = ~useless
+        layers[k][0], layers[k][1] = layers[k][0][keep], layers[k][1][keep]
+        layers[k + 1][0] = layers[k + 1][0][:, keep]
+    out = [(W, b, act) for W, b, act in layers]
     return CompactNetwork(out[:n_enc], out[n_enc:])

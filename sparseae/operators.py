@@ -22,6 +22,7 @@ import numbers
 
 import numpy as np
 
+from sparseae._options import COL_UNIT
 from sparseae.errors import ConfigError
 
 OPERATORS = ("none", "random", "variance", "conjunctive", "magnitude")
@@ -123,10 +124,6 @@ def conjunctive_mask(t, mask, marks):
     return new
 
 
-def _layers(enc, dec):
-    return [(enc, l) for l in range(enc.n_layers)] + [(dec, l) for l in range(dec.n_layers)]
-
-
 def _zero_pruned(arena, i):
     dead = arena.mask[i] == 0
     arena.params[i][dead] = 0.0
@@ -148,26 +145,15 @@ def propagate_dead_units(enc, dec, ie: int, id_: int) -> None:
     bias are pruned.  Both leave the network's function unchanged.  The
     encoder's last layer feeds the decoder's first.
     """
-    layers = _layers(enc, dec)
-    rows = {id(enc): ie, id(dec): id_}
-    changed = True
-    while changed:
-        changed = False
-        for (a, la), (b, lb) in zip(layers[:-1], layers[1:]):
-            ia, ib = rows[id(a)], rows[id(b)]
-            wa, ba = a.weight(ia, la, "mask"), a.bias(ia, la, "mask")
-            wb = b.weight(ib, lb, "mask")
-            dead_in = (wa.sum(axis=1) == 0) & (ba == 0)
-            dead_out = wb.sum(axis=0) == 0
-            kill_out = dead_in & (wb.sum(axis=0) > 0)
-            kill_in = dead_out & ((wa.sum(axis=1) > 0) | (ba > 0))
-            if kill_out.any():
-                wb[:, kill_out] = 0
-                changed = True
-            if kill_in.any():
-                wa[kill_in, :] = 0
-                ba[kill_in] = 0
-                changed = True
+    from sparseae.metrics import useless_units
+
+    chain = [(enc, ie, l) for l in range(enc.n_layers)] + \
+        [(dec, id_, l) for l in range(dec.n_layers)]
+    masks = [(a.weight(i, l, "mask"), a.bias(i, l, "mask")) for a, i, l in chain]
+    for k, useless in enumerate(useless_units(masks)):
+        masks[k][0][useless, :] = 0
+        masks[k][1][useless] = 0
+        masks[k + 1][0][:, useless] = 0
     _zero_pruned(enc, ie)
     _zero_pruned(dec, id_)
 
@@ -192,7 +178,9 @@ def prune_pair(operator: str, enc, dec, ie: int, id_: int, amount, rng, *,
     * ``regrowth`` False/True: the masks are permanent, or the chosen entries
       are only zeroed (their Adam moments kept) and train on, as in the
       reference; the rows' ``zeros`` then records the count of exactly-zero
-      parameters at this event (the reference's accounting).
+      parameters at this event (the reference's accounting).  The operators
+      then see the nonzero entries as the live ones (so ``random_scope``
+      ``live`` draws among them, ``all`` among every entry).
     * ``random_scope``, ``variance_direction``, ``variance_draws``: see
       :func:`random_mask` and :func:`variance_mask`.
 
@@ -210,13 +198,15 @@ def prune_pair(operator: str, enc, dec, ie: int, id_: int, amount, rng, *,
     before = alive()
     for arena, i, stats, marks in ((enc, ie, stats_e, marks_e), (dec, id_, stats_d, marks_d)):
         for l in range(arena.n_layers):
-            u0 = int(arena.table[l, 6])
+            u0 = int(arena.table[l, COL_UNIT])
             n_out = arena.shapes[l][1]
             is_output = arena is dec and l == arena.n_layers - 1
             for get in (arena.weight, arena.bias):
                 if get == arena.bias and is_output and not output_bias:
                     continue
                 t, mask = get(i, l), get(i, l, "mask")
+                if regrowth:  # masks stay full: the live entries are the nonzero ones
+                    mask = (t != 0).astype(np.uint8)
                 if operator == "random":
                     new = random_mask(t, mask, amount, rng, random_scope)
                 elif operator == "magnitude":

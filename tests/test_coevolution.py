@@ -71,6 +71,16 @@ def test_mutate_lr_is_clipped():
     assert mutate_lr(0.5, 0.0, rng) == 0.5
 
 
+def test_mutate_lr_adds_gaussian_noise_of_sigma():
+    rng = np.random.default_rng(3)
+    lrs = np.array([mutate_lr(1e-3, 1e-5, rng) for _ in range(4000)])
+    assert abs(lrs.mean() - 1e-3) < 4 * 1e-5 / np.sqrt(4000)
+    assert lrs.std() == pytest.approx(1e-5, rel=0.05)
+    # the run's own Generator draws it: the same seed gives the same lr
+    assert mutate_lr(1e-3, 1e-5, np.random.default_rng(7)) == \
+        1e-3 + np.random.default_rng(7).normal(0.0, 1e-5)
+
+
 def _state(run):
     return [run.encoders.params.copy(), run.decoders.params.copy(), run.encoders.mask.copy(),
             run.decoders.mask.copy(), run.encoders.m.copy(), run.decoders.v.copy(),
@@ -238,6 +248,7 @@ def test_cli_toml_config_assigns_one_operator_per_cell(tmp_path):
 
 def test_cpu_train_epoch_many_equals_one_pair_at_a_time():
     from sparseae.kernels import cpu
+    from sparseae.kernels.contract import AdamConfig, Half
     from sparseae.model import Arena, Architecture
 
     arch = Architecture((9, 5, 3))
@@ -253,15 +264,15 @@ def test_cpu_train_epoch_many_equals_one_pair_at_a_time():
     copies = [(E.params.copy(), E.m.copy(), E.v.copy(), E.step.copy(), D.params.copy(),
                D.m.copy(), D.v.copy(), D.step.copy())]
     se, sd = np.zeros((P, E.n_units, 3)), np.zeros((P, D.n_units, 3))
-    losses = cpu.train_epoch_many(E.params, E.mask, E.m, E.v, E.step, E.table, D.params, D.mask,
-                                  D.m, D.v, D.step, D.table, X, orders, 4, lrs, 0.5, 0.999, 1e-8,
-                                  False, se, sd, True)
+    adam = AdamConfig(0.5, 0.999, 1e-8, False)
+    losses = cpu.train_epoch_many(E.half(slice(0, P)), D.half(slice(0, P)), X, orders, 4, lrs,
+                                  adam, (se, sd), True)
     pe, me, ve, ste, pd, md, vd, std = copies[0]
     for p in range(P):
         s1, s2 = np.zeros((E.n_units, 3)), np.zeros((D.n_units, 3))
-        loss = cpu.train_epoch(pe[p], E.mask[p], me[p], ve[p], ste[p:p + 1], E.table, pd[p],
-                               D.mask[p], md[p], vd[p], std[p:p + 1], D.table, X, orders[p], 4,
-                               lrs[p], 0.5, 0.999, 1e-8, False, s1, s2, True)
+        enc = Half(pe[p], E.mask[p], me[p], ve[p], ste[p:p + 1], E.table)
+        dec = Half(pd[p], D.mask[p], md[p], vd[p], std[p:p + 1], D.table)
+        loss = cpu.train_epoch(enc, dec, X, orders[p], 4, lrs[p], adam, (s1, s2), True)
         assert loss == losses[p]
         np.testing.assert_array_equal(pe[p], E.params[p])
         np.testing.assert_array_equal(vd[p], D.v[p])

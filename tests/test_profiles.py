@@ -102,6 +102,33 @@ def test_random_scope_all_counts_already_zero_entries():
     assert new.sum() <= 50 and new.sum() >= 40  # 10 of all 100 drawn, some already pruned
 
 
+def test_random_scope_matters_under_regrowth():
+    """With regrowth the masks stay full, so the live entries are the nonzero
+    ones: ``live`` zeroes exactly ``round(0.1 * nonzero)`` entries of every
+    tensor, ``all`` draws ``round(0.1 * size)`` of every entry, already-zero
+    ones included, so it zeroes a random number of new ones."""
+    def tensors(ae):
+        return [get(0, l) for h in (ae.encoder, ae.decoder) for l in range(h.n_layers)
+                for get in (h.weight, h.bias)]
+
+    got = {"live": [], "all": []}
+    for seed in range(12):
+        for scope in got:
+            ae = Autoencoder("40,12,4", seed=seed)
+            rng = np.random.default_rng(seed)
+            for h in (ae.encoder, ae.decoder):
+                h.params[0][rng.random(h.n) < 0.5] = 0.0  # half of every row already zero
+            nonzero = [int((t != 0).sum()) for t in tensors(ae)]
+            ops.prune_pair("random", ae.encoder, ae.decoder, 0, 0, 0.1, rng, regrowth=True,
+                           random_scope=scope, structural=False, output_bias=True)
+            assert ae.encoder.mask.all() and ae.decoder.mask.all()
+            newly = [n - int((t != 0).sum()) for n, t in zip(nonzero, tensors(ae))]
+            want = [int(round(0.1 * n)) for n in nonzero]
+            got[scope].append(newly == want)
+    assert all(got["live"])
+    assert not any(got["all"])
+
+
 def test_regrowth_zeroes_without_masking_and_counts_zeros():
     ae = Autoencoder("9,7,4", seed=0)
     for h in (ae.encoder, ae.decoder):
@@ -153,8 +180,10 @@ def test_heldout_source_test_reference_draws_test_rows_1_to_n_minus_1(monkeypatc
     assert X.shape == (200, 30)
     matches = [[np.array_equal(x, r) for r in rows] for x in X]
     which = np.array([m.index(True) for m in matches])
-    assert which.min() >= 1 and which.max() <= 11
-    assert len(set(which.tolist())) < 200  # with replacement
+    assert which.min() >= 1 and which.max() <= 11  # never row 0
+    # 200 draws with replacement from rows 1..11: every row drawn, about equally
+    counts = np.bincount(which, minlength=12)[1:]
+    assert counts.min() >= 5 and counts.max() <= 40
     captured.clear()
     cfg = cfg.replace(heldout_source="validation", heldout=12)
     CanonicalRun(cfg, data).run()

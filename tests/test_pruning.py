@@ -274,3 +274,56 @@ def test_compact_of_handmade_masks():
     small = compact(ae)
     assert small.widths == [9, 6, 4, 6, 9]  # unit 1 and decoder unit 6 removed; unit 4 (bias) kept
     np.testing.assert_allclose(small.reconstruct(X), ae.reconstruct(X), rtol=1e-5, atol=1e-6)
+
+
+def test_useless_units_fixed_point():
+    """One rule for pruning and compaction (``metrics.useless_units``)."""
+    from sparseae.metrics import useless_units
+
+    # 3 -> 4 -> 2 -> 3: hidden unit 0 of layer 1 has no live input and a pruned
+    # bias, unit 3 has no live output; so unit 1 of layer 2, fed only by unit
+    # 0, and with a pruned bias, becomes useless once unit 0 is gone
+    w1 = np.ones((4, 3), bool)
+    b1 = np.ones(4, bool)
+    w1[0] = False
+    b1[0] = False
+    w2 = np.zeros((2, 4), bool)
+    w2[0, 1:3] = True
+    w2[1, 0] = True
+    b2 = np.array([True, False])
+    w3 = np.ones((3, 2), bool)
+    w3[:, :] = True
+    b3 = np.ones(3, bool)
+    u1, u2 = useless_units([(w1, b1), (w2, b2), (w3, b3)])
+    assert u1.tolist() == [True, False, False, True]
+    assert u2.tolist() == [False, True]
+    assert w1[0].sum() == 0 and w2.sum() == 3  # the inputs are not modified
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_propagation_and_compaction_remove_the_same_units(seed):
+    ae = Autoencoder("12,9,5", seed=seed)
+    rng = np.random.default_rng(seed)
+    for h in (ae.encoder, ae.decoder):
+        h.mask[0][rng.random(h.n) < 0.55] = 0
+        h.params[0][h.mask[0] == 0] = 0.0
+    small = compact(ae)
+    ops.propagate_dead_units(ae.encoder, ae.decoder, 0, 0)
+    # after propagation, a unit is live iff compaction kept it
+    live_hidden = [int((ae.encoder.weight(0, 0, "mask").any(1) |
+                        ae.encoder.bias(0, 0, "mask").astype(bool)).sum())]
+    assert small.widths[1] <= live_hidden[0]
+    assert small.flops == flops(ae)["compacted"]
+    x = rng.random((6, 12)).astype(np.float32)
+    np.testing.assert_allclose(small.reconstruct(x), ae.reconstruct(x), atol=1e-5)
+
+
+def test_arena_copy_and_take():
+    ae = Autoencoder("7,5,3", seed=1)
+    a = ae.encoder.take([0, 0, 0])
+    assert a.population == 3 and np.array_equal(a.params[2], ae.encoder.params[0])
+    a.params[1, 0] += 1.0  # a copy: the source is untouched
+    assert a.params[1, 0] != ae.encoder.params[0, 0]
+    b = ae.encoder.copy()
+    for key, arr in ae.encoder.arrays().items():
+        assert np.array_equal(getattr(b, key), arr) and getattr(b, key) is not arr
