@@ -177,6 +177,9 @@ def _prepare(ctx, given, held, config_path, profile, paradigm, epochs, device, d
             flag = "--" + sorted(changed)[0].replace("_", "-")
             raise InputError(f"{flag} cannot change when resuming: the checkpoint fixes the "
                              "run's settings (only --epochs, --data and output flags apply)")
+    if resume is not None and not os.path.isfile(resume):
+        what = "is a folder" if os.path.isdir(resume) else "file not found"
+        raise CheckpointError(f"checkpoint: {what}: {resume}")
     if checkpoint is None:
         checkpoint = resume
     if checkpoint is not None:

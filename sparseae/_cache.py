@@ -20,8 +20,17 @@ import tempfile
 
 def default_dir() -> str:
     """The per-user cache folder used when ``NUMBA_CACHE_DIR`` is not set."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base or not os.path.isabs(base):
+        home = os.path.expanduser("~")
+        if not os.path.isabs(home):  # no home folder known: never a path relative to cwd
+            home = os.path.join(tempfile.gettempdir(), f"sparseae-{_uid()}")
+        base = os.path.join(home, ".cache")
     return os.path.join(base, "sparseae", "numba")
+
+
+def _uid():
+    return os.getuid() if hasattr(os, "getuid") else "user"
 
 
 def _writable(path: str) -> bool:
@@ -39,8 +48,7 @@ def cache_dir() -> str:
         return explicit
     path = default_dir()
     if not _writable(path):
-        uid = os.getuid() if hasattr(os, "getuid") else "user"
-        path = os.path.join(tempfile.gettempdir(), f"sparseae-numba-{uid}")
+        path = os.path.join(tempfile.gettempdir(), f"sparseae-numba-{_uid()}")
     return path
 
 

@@ -15,19 +15,39 @@ from sparseae.errors import ConfigError
 ARENA_BYTES = 13
 
 
+def _cgroup_left() -> int | None:
+    """Bytes left under this process's cgroup (v2) memory limit, None without one."""
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit == "max":
+            return None
+        with open("/sys/fs/cgroup/memory.current") as f:
+            return max(0, int(limit) - int(f.read().strip()))
+    except (OSError, ValueError):
+        return None
+
+
 def available() -> int | None:
-    """Bytes of memory available to a new allocation (MemAvailable), None if unknown."""
+    """Bytes of memory available to a new allocation (MemAvailable, or what a cgroup
+    limit leaves when smaller), None if unknown."""
+    found = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    found = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-        return None
+    if found is None:
+        try:
+            found = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, OSError, ValueError):
+            pass
+    left = _cgroup_left()
+    if left is not None:
+        found = left if found is None else min(found, left)
+    return found
 
 
 def fmt(n: float) -> str:

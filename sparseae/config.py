@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 
 from sparseae._options import ADAM_BETAS, ADAM_EPS
@@ -209,10 +210,16 @@ class TrainConfig:
     @classmethod
     def from_toml(cls, path, **overrides) -> "TrainConfig":
         """A config from a TOML file of config fields (plus ``profile``);
-        ``overrides`` win.  ``operator`` may be a list: one per cell."""
+        ``overrides`` win.  ``operator`` may be a list: one per cell.  A relative
+        ``data`` path in the file is relative to the file's folder."""
         from sparseae.schema import read_toml
 
         fields = read_toml(path, "config")
+        data = fields.get("data")
+        if isinstance(data, str) and data.strip() and not os.path.isabs(data):
+            # a path in a file is relative to the file (as in sweep specs)
+            fields["data"] = os.path.normpath(os.path.join(os.path.dirname(
+                os.path.abspath(os.fspath(path))), data))
         fields.update(overrides)
         profile = fields.pop("profile", "default")
         if not isinstance(profile, str):

@@ -345,3 +345,16 @@ def test_every_config_field_refuses_bad_types_with_a_config_error():
                 raise AssertionError((field, value, exc)) from None
             except Exception as exc:  # noqa: BLE001 - the point of the test
                 raise AssertionError(f"{field}={value!r}: {type(exc).__name__}: {exc}") from None
+
+
+def test_data_in_a_config_file_is_relative_to_the_file(tmp_path):
+    folder, elsewhere = tmp_path / "exp", tmp_path / "cwd"
+    folder.mkdir(), elsewhere.mkdir()
+    save(folder / "d.h5", binary_clustering(3, 20, 6, 0.05, 0))
+    (folder / "c.toml").write_text('paradigm = "canonical"\narch = "20,6,3"\ndata = "d.h5"\n'
+                                   "epochs = 2\n")
+    p = cli("train", "--config", folder / "c.toml", "--json", cwd=elsewhere)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert json.loads(out)["data"] == str(folder / "d.h5")
+    one_error_line(invoke("train", "--resume", tmp_path / "no" / "c.h5"), "file not found")
