@@ -116,17 +116,26 @@ def _run(spec, out, trials, workers, lockstep, lockstep_runs, quiet, run_sweep):
     previous = {signal.SIGINT: signal.signal(signal.SIGINT, on_sigint),
                 signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm)}
     bar = None
+    best = {}
+
+    def on_run(variant, trial, summary):
+        l1 = summary.get("test_l1")
+        if isinstance(l1, (int, float)) and ("l1" not in best or l1 < best["l1"]):
+            best.update(l1=l1, preserved=summary.get("preserved", float("nan")),
+                        run=f"{variant} trial {trial}")
 
     def on_progress(done, total, eta):
         nonlocal bar
         if done == 0:
             bar = Progress(total, "runs", quiet or not total)
         else:
-            bar.update(done)
+            bar.update(done, f"best test_l1 so far {best['l1']:.4f} ({best['run']}), "
+                             f"preserved {best['preserved']:.3f}" if best else "")
 
     try:
         return run_sweep(spec, out, workers=workers, trials=trials, progress=on_progress,
-                         stop=stop, abort=abort, lockstep=lockstep, lockstep_runs=lockstep_runs)
+                         stop=stop, abort=abort, lockstep=lockstep, lockstep_runs=lockstep_runs,
+                         on_run=on_run)
     except SparseaeError as exc:
         raise InputError(str(exc)) from None
     finally:

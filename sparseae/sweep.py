@@ -545,7 +545,8 @@ def _mp_context():
 
 def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = None,
               progress=None, stop=None, abort=None, lockstep: bool | None = None,
-              lockstep_runs: int = 1024, lockstep_overlap: bool | None = None) -> dict:
+              lockstep_runs: int = 1024, lockstep_overlap: bool | None = None,
+              on_run=None) -> dict:
     """Run every (variant, trial) of ``spec`` not yet in ``out_path``; return statistics.
 
     Parameters
@@ -566,6 +567,8 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
         (default: on for cuda).
     progress : ``progress(done, total, eta_seconds)``, called once with ``done = 0``
         before the first run and after each finished run (``eta`` None until known).
+    on_run : ``on_run(variant, trial, summary)``, called for each finished run (before
+        ``progress``).
     stop : an event; once set no further run starts and runs in flight finish (and are
         written).  abort : an event; once set runs in flight stop at their next epoch
         boundary and are dropped.  A KeyboardInterrupt (no handler installed) aborts.
@@ -595,7 +598,7 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
         check_runs(spec)
         todo, skipped = _plan(spec, out, trials)
         return _run(spec, out, trials, todo, skipped, workers, progress, stop, abort, lockstep,
-                    lockstep_runs, lockstep_overlap)
+                    lockstep_runs, lockstep_overlap, on_run)
 
 
 def _plan(spec: SweepSpec, out: str, trials: int):
@@ -632,7 +635,7 @@ def plan(spec, out_path, trials: int | None = None) -> list:
 
 
 def _run(spec, out, trials, todo, skipped, workers, progress, stop, abort, lockstep,
-         lockstep_runs, lockstep_overlap) -> dict:
+         lockstep_runs, lockstep_overlap, on_run=None) -> dict:
     stop = threading.Event() if stop is None else stop
     abort = threading.Event() if abort is None else abort
     writer = _Writer(out, spec)
@@ -660,6 +663,8 @@ def _run(spec, out, trials, todo, skipped, workers, progress, stop, abort, locks
                     "seconds": rec["seconds"], "finished": _now(), "pid": rec["pid"]})
         run_seconds += rec["seconds"]
         stats["done"] += 1
+        if on_run is not None:
+            on_run(v.name, t, rec["summary"])
         if progress is not None:
             done = stats["done"]
             elapsed = time.perf_counter() - t0

@@ -105,8 +105,9 @@ def test_sweep_progress_lines_in_a_log(tmp_path):
     assert r.exit_code == 0, r.output
     progress = [x for x in r.output.splitlines() if x.startswith("runs ")]
     assert [x.split()[1] for x in progress] == ["1/4", "2/4", "3/4", "4/4"]
-    assert all(re.fullmatch(r"runs \d/4  elapsed \d+:\d\d:\d\d  eta \d+:\d\d:\d\d", x)
-               for x in progress)
+    assert all(re.fullmatch(r"runs \d/4  elapsed \d+:\d\d:\d\d  eta \d+:\d\d:\d\d  best test_l1 "
+                            r"so far 0\.\d{4} \(base trial \d\), preserved 1\.000", x)
+               for x in progress), progress
     assert "parallel ratio (sum / wall)" in r.output
 
 
