@@ -145,24 +145,26 @@ def test_a_killed_sweep_leaves_no_process_behind(tmp_path, sig):
     p = subprocess.Popen([sys.executable, "-m", "sparseae", "sweep", str(path), "--workers", "2"],
                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers = []
     try:
         deadline = time.monotonic() + 60
-        workers = []
         while time.monotonic() < deadline and len(workers) < 4:  # tracker, server, 2 workers
             time.sleep(0.2)
             workers = _descendants(p.pid)
         assert len(workers) >= 4, workers
         time.sleep(1.0)
         p.send_signal(sig)
-        out, err = p.communicate(timeout=30)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(map(_alive, workers)):
             time.sleep(0.2)
         assert not [w for w in workers if _alive(w)]
-    finally:
+        out, err = p.communicate(timeout=30)
+    finally:  # on failure, leave nothing behind either
         p.kill()
-        for w in _descendants(p.pid):
-            os.kill(w, signal.SIGKILL)
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+        p.communicate()
     if sig == signal.SIGTERM:
         assert p.returncode == 130, err
         assert "terminated: abandoning the runs in flight" in err
@@ -181,6 +183,8 @@ def test_sigterm_keeps_the_finished_runs(tmp_path):
         for line in p.stderr:
             if line.startswith("runs 3/200"):
                 break
+        else:
+            pytest.fail("no progress line 'runs 3/200'")
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=30)
     finally:
