@@ -61,8 +61,9 @@ Per-layer rows (``Autoencoder("default", seed=0)``: encoder 1000-30-10, decoder 
     of exactly 5 indices (one step), which adds the dispatch of 23 arguments
     and the kernel's per-call buffer allocations.  ``step_floor_us`` is the
     step's matrix arithmetic (forward, weight gradient, and input gradient of
-    every layer but the first: ``step_flops``) at the sgemm rate measured in
-    the same run; ``step_over_floor`` the ratio.
+    every layer but the first: ``step_flops``) at the one-thread sgemm rate
+    (``sgemm_gflops``: 256 x 256 x 256 float32, sampled round-robin with the
+    other rows, so a slower machine slows both); ``step_over_floor`` the ratio.
 ``numpy_step_us``
     The same training step (gather the batch, 4 layers forward, L1 loss,
     backward, masked Adam with betas 0.5/0.999 on float32 arrays, lr 1e-3)
@@ -458,6 +459,11 @@ def add_training(suite, X, order, trained):
 
         suite.add(key, lambda k, args=args: cpu.train_epoch(*args), setup=setup, fixed_n=1)
 
+    # the roofline's FMA rate, sampled in the same rounds as the step it bounds
+    a = np.random.default_rng(1).random((256, 256), dtype=np.float32)
+    c = np.empty_like(a)
+    suite.add("sgemm", pyloop(lambda: np.matmul(a, a, out=c)))
+
     # NumPy: the same epoch
     nae = NumpyAE(Autoencoder("default", seed=0))
     n0 = nae.state()
@@ -489,7 +495,8 @@ def training_results(suite, order, roof):
     out["trained_over_fresh_model"] = out["epoch_trained_ms"] / out["epoch_ms"]
     out["fresh_adam_over_persistent"] = out["epoch_fresh_ms"] / out["epoch_ms"]
     out["step_flops"] = step_flops(Autoencoder("default", seed=0))
-    out["step_floor_us"] = out["step_flops"] / (roof["sgemm_gflops"] * 1e3)
+    out["sgemm_gflops"] = 2 * 256 ** 3 / suite.median("sgemm") / 1e9
+    out["step_floor_us"] = out["step_flops"] / (out["sgemm_gflops"] * 1e3)
     out["step_over_floor"] = out["train_step_us"] / out["step_floor_us"]
     alarms = []
     if out["trained_over_fresh_model"] > TRAINED_LIMIT:
@@ -556,7 +563,8 @@ def print_report(res):
     print()
     print(f"step {t['train_step_us']:.1f} us (CPU {t['train_step_cpu_us']:.1f}) = "
           f"{t['step_over_floor']:.2f}x the arithmetic floor "
-          f"({t['step_flops'] / 1e6:.2f} MFLOP at the sgemm rate: {t['step_floor_us']:.1f} us); "
+          f"({t['step_flops'] / 1e6:.2f} MFLOP at the {t['sgemm_gflops']:.0f} GFLOP/s of sgemm "
+          f"sampled beside it: {t['step_floor_us']:.1f} us); "
           f"subnormals in the trained model: {res['trained_subnormals']}")
     for a in t["alarms"]:
         print(f"ALARM: {a}")

@@ -1,12 +1,17 @@
-"""Helpers shared by the CLI commands: errors, progress bars, printing."""
+"""Helpers shared by the CLI commands: errors, warnings, paths, printing."""
 
 import contextlib
 import json
 import sys
+import warnings
 
 import click
 
 from sparseae.errors import ConfigError, SparseaeError
+
+
+def one_line(text) -> str:
+    return " ".join(str(text).split())
 
 
 class InputError(click.ClickException):
@@ -14,30 +19,60 @@ class InputError(click.ClickException):
 
     exit_code = 2
 
+    def __init__(self, message):
+        super().__init__(one_line(message))
+
 
 def flag_for(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def fail(exc: SparseaeError) -> "None":
-    """Re-raise a library error as a one-line CLI error naming the flag when there is one."""
-    msg = str(exc)
+def fail(exc: SparseaeError, given=None, flags=None) -> "None":
+    """Re-raise a library error as a one-line CLI error naming the flag when there is one.
+
+    ``given``: the fields set on the command line (None: all count as given).  A
+    field the user did not set is named as a setting with the flag that changes it
+    (e.g. a default batch size larger than the data's training split).  ``flags``:
+    the command's own flags (field -> flag); a field without one is named as it is.
+    """
+    msg = one_line(exc)
     if isinstance(exc, ConfigError) and ":" in msg:
         field, rest = msg.split(":", 1)
         if field.isidentifier():
-            msg = f"Invalid value for '{flag_for(field)}':{rest}"
+            flag = flag_for(field) if flags is None else flags.get(field)
+            if flag is None:
+                pass
+            elif given is None or field in given:
+                msg = f"Invalid value for '{flag}':{rest}"
+            else:
+                msg = f"{field} (not given as a flag; set it with {flag}):{rest}"
     raise InputError(msg) from None
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"Warning: {one_line(message)}", err=True)
+
+
 @contextlib.contextmanager
-def progress(length: int, label: str, quiet: bool):
-    """click's progress bar on a terminal; a no-op when quiet or not a tty."""
-    if quiet or not sys.stderr.isatty():
-        yield None
-        return
-    with click.progressbar(length=length, label=label, file=sys.stderr, show_eta=True,
-                           show_pos=True) as bar:
-        yield bar
+def warnings_as_lines():
+    """Show warnings raised inside as one ``Warning: ...`` line each on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # each distinct message once
+        warnings.showwarning = _show_warning
+        yield
+
+
+class FilePath(click.Path):
+    """click.Path(dir_okay=False) that also refuses an empty name."""
+
+    def __init__(self, **kw):
+        kw.setdefault("dir_okay", False)
+        super().__init__(**kw)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("the file name is empty", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def print_summary(summary: dict, as_json: bool, title: str = "summary") -> None:
@@ -49,3 +84,8 @@ def print_summary(summary: dict, as_json: bool, title: str = "summary") -> None:
         if isinstance(value, float):
             value = f"{value:.6g}"
         click.echo(f"  {key:<16} {value}")
+
+
+def eprint(text: str) -> None:
+    click.echo(text, err=True)
+    sys.stderr.flush()

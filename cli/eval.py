@@ -1,15 +1,19 @@
 """``sparseae eval``: metrics of a saved model."""
 
+import os
+
 import click
 
-from sparseae.cli.common import fail, print_summary
+from sparseae.cli.common import FilePath, fail, print_summary, warnings_as_lines
 from sparseae.errors import SparseaeError
 
 
 @click.command("eval")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
-              help="Evaluate on this data (.h5/.npz) instead of the run's own.")
+@click.argument("checkpoint", type=FilePath())
+@click.option("--data", "data_path", type=FilePath(), default=None,
+              help="Evaluate on this data (.h5/.npz) instead of the run's own.  Without it "
+                   "the run's data are found from the checkpoint (their recorded path, else "
+                   "next to the checkpoint) and must hash to what the run was trained on.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where the L1 evaluations run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
@@ -20,8 +24,11 @@ def eval_(checkpoint, data_path, device, as_json):
     from sparseae.runs import evaluate
 
     try:
-        data = load(data_path) if data_path is not None else None
-        summary = evaluate(checkpoint, data, device=device)
+        with warnings_as_lines():
+            data = load(data_path) if data_path is not None else None
+            summary = evaluate(checkpoint, data, device=device,
+                               data_file=None if data_path is None else
+                               os.path.abspath(data_path))
     except SparseaeError as exc:
         fail(exc)
     print_summary(summary, as_json, title=f"checkpoint {checkpoint}")

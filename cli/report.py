@@ -4,17 +4,17 @@ import json
 
 import click
 
-from sparseae.cli.common import InputError
+from sparseae.cli.common import FilePath, InputError
 from sparseae.errors import SparseaeError
 
 
 @click.command()
-@click.argument("results_path", metavar="RESULTS.h5", type=click.Path(dir_okay=False))
+@click.argument("results_path", metavar="RESULTS.h5", type=FilePath())
 @click.option("--baseline", metavar="VARIANT", default=None,
               help="Variant the others are tested against. [default: the first variant]")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--csv", "csv_path", type=FilePath(), default=None,
               help="Also write the table as CSV.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", "plot_path", type=FilePath(), default=None,
               help="Also write a PNG: L1 per epoch per variant and preserved fractions "
                    "(needs matplotlib: pip install 'sparseae[plot]').")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")

@@ -1,6 +1,6 @@
 """``sparseae sweep``: run a sweep spec (variants x trials) into one results file."""
 
-import contextlib
+import json
 import os
 import signal
 import sys
@@ -8,17 +8,22 @@ import threading
 
 import click
 
-from sparseae.cli.common import InputError, print_summary, progress
+from sparseae.cli.common import FilePath, InputError, eprint, print_summary, warnings_as_lines
+from sparseae.cli.progress import Progress
 from sparseae.errors import SparseaeError
 
 
 @click.command()
-@click.argument("spec_path", metavar="SWEEP.toml", type=click.Path(dir_okay=False))
+@click.argument("spec_path", metavar="SWEEP.toml", type=FilePath())
+@click.option("--set", "sets", metavar="KEY=VALUE", multiple=True,
+              help="Override an entry of the spec (repeatable), e.g. --set base.epochs=5 "
+                   "--set trials=3 --set grid.operator=[random,none]; VALUE is a TOML value "
+                   "or a bare string.")
 @click.option("--trials", type=click.IntRange(min=1), default=None,
               help="Trials per variant (trial t uses seed + t). [default: the spec's trials]")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes; 1 runs in this process. [default: CPU count]")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("--out", type=FilePath(), default=None,
               help="Results file (HDF5). [default: SWEEP.h5 next to SWEEP.toml]")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Run every run's kernels on this device (sets the base config's device).")
@@ -29,64 +34,46 @@ from sparseae.errors import SparseaeError
 @click.option("--lockstep-runs", type=click.IntRange(min=1), default=1024, show_default=True,
               help="With --lockstep: runs in flight (and in memory, about 25 MB each at the "
                    "default sizes) at a time.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--dry-run", is_flag=True,
+              help="List the runs (variant, trial, seed, done or to run) and exit; nothing is "
+                   "run or written.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress (default: a bar on a terminal, else a line every 30 s and at "
+                   "every quarter of the sweep).")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
-def sweep(spec_path, trials, workers, out, device, lockstep, lockstep_runs, quiet, as_json):
+def sweep(spec_path, sets, trials, workers, out, device, lockstep, lockstep_runs, dry_run, quiet,
+          as_json):
     """Run every variant x trial of SWEEP.toml as independent runs in worker processes.
 
     The spec's [base] table sets TrainConfig fields (and profile), [grid] maps
     fields to lists of values (their cartesian product gives the variants),
     [[variant]] tables add explicit variants; `trials` and `seed` set the
-    trials (trial t uses seed + t).  Finished runs are written to one HDF5
-    file atomically as they complete; rerunning resumes, skipping finished
-    runs.  Ctrl-C starts no new run and lets runs in flight finish (a second
-    Ctrl-C abandons them), keeps the file valid and exits with 130.  With
-    --lockstep the runs of a wave (--lockstep-runs) are in flight together.
+    trials (trial t uses seed + t).  Relative `data` paths in the spec are
+    relative to the spec's folder.  Finished runs are written to one HDF5 file
+    atomically as they complete; rerunning resumes, skipping finished runs.
+    Ctrl-C starts no new run and lets runs in flight finish (a second Ctrl-C
+    abandons them); SIGTERM abandons them at once; both keep the finished runs
+    and exit with 130.  A second sweep writing the same file exits with 2.
+    With --lockstep the runs of a wave (--lockstep-runs) are in flight together.
     """
-    from sparseae.sweep import load_spec, run_sweep
+    from sparseae.sweep import load_spec, plan, run_sweep
 
     if out is None:
         out = os.path.splitext(spec_path)[0] + ".h5"
-    try:
-        spec = load_spec(spec_path, {"device": device} if device else None)
-        if device == "cuda":
-            from sparseae.backend import kernels
-
-            kernels("cuda")
-    except SparseaeError as exc:
-        raise InputError(str(exc)) from None
-
-    stop, abort = threading.Event(), threading.Event()
-
-    def on_sigint(*_):
-        if stop.is_set():
-            abort.set()
-            click.echo("\nabandoning the runs in flight", err=True)
-        else:
-            stop.set()
-            click.echo("\ninterrupted: finishing the runs in flight (Ctrl-C again to abandon "
-                       "them)", err=True)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    with contextlib.ExitStack() as stack:
-        bar = None
-
-        def on_progress(done, total, eta):
-            nonlocal bar
-            if done == 0:
-                if total:
-                    bar = stack.enter_context(progress(total, "sweep", quiet or as_json))
-            elif bar is not None:
-                bar.update(1)
-
+    with warnings_as_lines():
         try:
-            stats = run_sweep(spec, out, workers=workers, trials=trials, progress=on_progress,
-                              stop=stop, abort=abort, lockstep=lockstep,
-                              lockstep_runs=lockstep_runs)
+            spec = load_spec(spec_path, {"device": device} if device else None, sets)
+            if dry_run:
+                _dry_run(plan(spec, out, trials), spec, out, as_json)
+                return
+            if device == "cuda":
+                from sparseae.backend import kernels
+
+                kernels("cuda")
         except SparseaeError as exc:
             raise InputError(str(exc)) from None
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        stats = _run(spec, out, trials, workers, lockstep, lockstep_runs, quiet or as_json,
+                     run_sweep)
     if as_json:
         print_summary(stats, True)
     else:
@@ -103,8 +90,69 @@ def sweep(spec_path, trials, workers, out, device, lockstep, lockstep_runs, quie
         else:
             n = stats["workers"]
             click.echo(f"  wall {stats['wall_seconds']:.2f} s, sum of run seconds "
-                       f"{stats['run_seconds']:.2f} s, ratio {stats['ratio']:.2f} "
-                       f"({n} worker{'s' if n != 1 else ''})")
+                       f"{stats['run_seconds']:.2f} s, parallel ratio (sum / wall) "
+                       f"{stats['ratio']:.2f} ({n} worker{'s' if n != 1 else ''})")
     if stats["interrupted"]:
-        click.echo(f"interrupted: rerun the same command to resume ({out})", err=True)
+        eprint(f"interrupted: rerun the same command to resume ({out})")
         sys.exit(130)
+
+
+def _run(spec, out, trials, workers, lockstep, lockstep_runs, quiet, run_sweep):
+    stop, abort = threading.Event(), threading.Event()
+
+    def on_sigint(*_):
+        if stop.is_set():
+            abort.set()
+            eprint("\nabandoning the runs in flight")
+        else:
+            stop.set()
+            eprint("\ninterrupted: finishing the runs in flight (Ctrl-C again to abandon them)")
+
+    def on_sigterm(*_):
+        stop.set()
+        abort.set()
+        eprint("terminated: abandoning the runs in flight, keeping the finished ones")
+
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, on_sigint),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm)}
+    bar = None
+    best = {}
+
+    def on_run(variant, trial, summary):
+        l1 = summary.get("test_l1")
+        if isinstance(l1, (int, float)) and ("l1" not in best or l1 < best["l1"]):
+            best.update(l1=l1, preserved=summary.get("preserved", float("nan")),
+                        run=f"{variant} trial {trial}")
+
+    def on_progress(done, total, eta):
+        nonlocal bar
+        if done == 0:
+            bar = Progress(total, "runs", quiet or not total)
+        else:
+            bar.update(done, f"best test_l1 so far {best['l1']:.4f} ({best['run']}), "
+                             f"preserved {best['preserved']:.3f}" if best else "")
+
+    try:
+        return run_sweep(spec, out, workers=workers, trials=trials, progress=on_progress,
+                         stop=stop, abort=abort, lockstep=lockstep, lockstep_runs=lockstep_runs,
+                         on_run=on_run)
+    except SparseaeError as exc:
+        raise InputError(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _dry_run(runs, spec, out, as_json):
+    todo = sum(not r["done"] for r in runs)
+    if as_json:
+        click.echo(json.dumps({"out": out, "runs": runs, "to_run": todo}))
+        return
+    width = max([len("variant")] + [len(r["variant"]) for r in runs])
+    click.echo(f"{'variant':<{width}}  trial  seed  status")
+    for r in runs:
+        status = "done" if r["done"] else "to run"
+        click.echo(f"{r['variant']:<{width}}  {r['trial']:>5}  {r['seed']:>4}  {status}")
+    click.echo(f"{len(runs)} runs ({len(spec.variants)} variants), {todo} to run -> {out}")

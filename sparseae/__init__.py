@@ -21,14 +21,38 @@ if not _os.path.isdir(_os.path.join(_here, "kernels")) and _os.path.isfile(
         _os.path.join(_root, "kernels", "cpu.py")):
     __path__.append(_root)
 
-from sparseae.canonical import CanonicalRun  # noqa: E402
-from sparseae.coevolution import LipiRun  # noqa: E402
-from sparseae.config import TrainConfig  # noqa: E402
-from sparseae.data import Dataset, binary_clustering, load  # noqa: E402
-from sparseae.errors import CheckpointError, ConfigError, DataError, SparseaeError  # noqa: E402
-from sparseae.metrics import compact, flops, preserved  # noqa: E402
-from sparseae.model import PRESETS, Architecture, Arena, Autoencoder  # noqa: E402
-from sparseae.runs import evaluate, make_run, resume_run, train  # noqa: E402
+from sparseae import _cache  # noqa: E402
+
+_cache.configure()  # numba's on-disk cache goes to a per-user folder, not into the package
+
+#: Public name -> the module that defines it; imported on first use (PEP 562), so that
+#: ``import sparseae`` is quick and the command line can install its signal handlers
+#: before numpy, h5py and numba load.
+_EXPORTS = {
+    "CanonicalRun": "canonical", "LipiRun": "coevolution", "TrainConfig": "config",
+    "Dataset": "data", "binary_clustering": "data", "load": "data",
+    "CheckpointError": "errors", "ConfigError": "errors", "DataError": "errors",
+    "SparseaeError": "errors", "compact": "metrics", "flops": "metrics",
+    "preserved": "metrics", "PRESETS": "model", "Architecture": "model", "Arena": "model",
+    "Autoencoder": "model", "evaluate": "runs", "make_run": "runs", "resume_run": "runs",
+    "train": "runs",
+}
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sparseae' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"sparseae.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,6 @@
 """``python -m sparseae`` runs the command line."""
 
-from sparseae.cli.main import main
+from sparseae.cli import main
 
 if __name__ == "__main__":
-    main(prog_name="sparseae")
+    main()

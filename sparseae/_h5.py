@@ -12,6 +12,12 @@ import os
 import numpy as np
 
 
+def first_line(exc) -> str:
+    """The first line of an exception's message (HDF5 messages span several)."""
+    text = str(exc).strip()
+    return " ".join(text.splitlines()[0].split()) if text else type(exc).__name__
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -70,10 +76,48 @@ def open_checked(path, fmt: str, version: int, error, label: str):
         f = h5py.File(path, "r")
     except OSError as exc:
         raise error(f"{label}: {path} is not a readable HDF5 file "
-                    f"(truncated or another format: {str(exc).splitlines()[0]})") from None
+                    f"(truncated or another format: {first_line(exc)})") from None
     try:
         attrs = check_header(f, path, fmt, version, error, label)
+        check_plain(f, path, error, label)
     except BaseException:
         f.close()
         raise
     return f, attrs
+
+
+def check_plain(f, path, error, label: str) -> None:
+    """Refuse a file whose content lives elsewhere or whose names point elsewhere.
+
+    Every link must be a hard link (no soft links, external links or user-defined
+    links) and no dataset may use external storage or be virtual: an HDF5 file
+    can otherwise make a reader load another file's bytes.  Raises ``error`` (one
+    line naming the object) on the first offender.
+    """
+    import h5py
+
+    groups = [f]
+    f.visititems(lambda name, obj: groups.append(obj) if isinstance(obj, h5py.Group) else None)
+    for g in groups:
+        for name in g:
+            where = f"{g.name.rstrip('/')}/{name}"
+            try:
+                link = g.get(name, getlink=True)
+            except Exception:  # noqa: BLE001 - user-defined link classes h5py cannot show
+                link = None
+            if not isinstance(link, h5py.HardLink):
+                kind = {h5py.SoftLink: "a soft link", h5py.ExternalLink: "an external link"}.get(
+                    type(link), "a link of an unsupported kind")
+                raise error(f"{label}: {path} {where} is {kind}; sparseae reads only plain "
+                            "HDF5 files (no links, external storage or virtual datasets)")
+            obj = g[name]
+            if isinstance(obj, h5py.Dataset):
+                plist = obj.id.get_create_plist()
+                if obj.is_virtual or plist.get_layout() == h5py.h5d.VIRTUAL:
+                    kind = "a virtual dataset"
+                elif plist.get_external_count() > 0:
+                    kind = "a dataset with external storage"
+                else:
+                    continue
+                raise error(f"{label}: {path} {where} is {kind}; sparseae reads only plain "
+                            "HDF5 files (no links, external storage or virtual datasets)")

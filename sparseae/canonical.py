@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from sparseae import checkpoint as ckpt_io
+from sparseae._checks import check_run
 from sparseae.config import TrainConfig
 from sparseae.data import SPLITS, Dataset, binary_clustering, load
 from sparseae.errors import CheckpointError, ConfigError, DataError
@@ -40,6 +41,14 @@ def fingerprint(data: Dataset) -> str:
         h.update(f"{name}{arr.shape}{arr.dtype}".encode())
         h.update(arr.tobytes())
     return h.hexdigest()
+
+
+def run_fingerprint(run) -> str:
+    """:func:`fingerprint` of ``run.data``, computed once per run (the data never change)."""
+    sha = getattr(run, "_data_sha256", None)
+    if sha is None:
+        sha = run._data_sha256 = fingerprint(run.data)
+    return sha
 
 
 def resolve_arch(config: TrainConfig, data: Dataset) -> Architecture:
@@ -156,6 +165,7 @@ class CanonicalRun:
         self.data = make_data(config) if data is None else data
         check_batch(config, self.data)
         self.arch = resolve_arch(config, self.data)
+        check_run(config, self.data, self.arch)
         from sparseae import backend
 
         self.backend = backend.get(config.device)  # fails now when the device is not usable
@@ -293,7 +303,7 @@ class CanonicalRun:
             "prune_seconds": self.prune_seconds,
             "steps": self.steps,
             "arch": list(self.arch.sizes),
-            "data_sha256": fingerprint(self.data),
+            "data_sha256": run_fingerprint(self),
         }
         return ckpt_io.Checkpoint(kind="canonical", config=self.config.to_dict(), state=state,
                                   arenas={"encoder": e.arrays(), "decoder": d.arrays()},
@@ -301,11 +311,11 @@ class CanonicalRun:
 
     def save(self, path) -> None:
         """Write the whole run state to an HDF5 checkpoint (atomically)."""
-        ckpt_io.save(path, self.to_checkpoint())
+        save_run(self, path)
 
     @classmethod
     def from_checkpoint(cls, path, data: Dataset | None = None, epochs: int | None = None,
-                        ck: ckpt_io.Checkpoint | None = None):
+                        ck: ckpt_io.Checkpoint | None = None, keep_schedule: bool = False):
         """Resume a run; it then ends bit-identical to the uninterrupted run.
 
         ``data`` must be the run's data (checked by fingerprint); None rebuilds
@@ -315,8 +325,7 @@ class CanonicalRun:
         to any uninterrupted run.
         """
         ck, config = read_checkpoint(path, _RESUME_KEYS, ck)
-        if epochs is not None:
-            config = config.replace(epochs=epochs)
+        config, data = resume_config(ck, path, config, data, epochs, keep_schedule)
         run = cls(config, data)
         check_same_run(run, ck, path)
         restore_arenas(run.model.encoder, run.model.decoder, ck, path)
@@ -330,11 +339,15 @@ class CanonicalRun:
         return run
 
 
-def evaluate_checkpoint(path, data: Dataset | None = None, backend=None) -> dict:
+def evaluate_checkpoint(path, data: Dataset | None = None, ck=None, backend=None) -> dict:
     """Metrics of the model in a canonical checkpoint, on ``data`` (default:
-    the run's own data).  Works on checkpoints from any epoch."""
-    ck, config = read_checkpoint(path, _EVAL_KEYS)
-    data = make_data(config) if data is None else data
+    the run's own data, checked against the recorded hash).  Works on
+    checkpoints from any epoch."""
+    ck, config = read_checkpoint(path, _EVAL_KEYS, ck)
+    if data is None:
+        from sparseae.provenance import locate
+
+        data, _ = locate(ck, path, config)
     try:
         model = Autoencoder(ck.state["arch"])
     except ConfigError as exc:
@@ -357,19 +370,53 @@ _RESUME_KEYS = ("epoch", "rng", "train_seconds", "prune_seconds", "steps", "arch
 def read_checkpoint(path, keys, ck=None, kind: str = "canonical"):
     """Load a checkpoint of ``kind`` and validate its config and the state ``keys``;
     return ``(checkpoint, config)``."""
+    from sparseae.schema import check_checkpoint
+
     ck = ckpt_io.load(path) if ck is None else ck
     if ck.kind != kind:
         raise CheckpointError(f"checkpoint: {path} holds a {ck.kind} run, not a {kind} one")
     if not isinstance(ck.config, dict) or not isinstance(ck.state, dict):
         raise CheckpointError(f"checkpoint: {path} has a malformed config or state")
-    missing = [k for k in keys if k not in ck.state]
-    if missing:
-        raise CheckpointError(f"checkpoint: {path} state lacks {', '.join(missing)}")
     try:
         config = TrainConfig.from_dict(ck.config)
     except ConfigError as exc:
         raise CheckpointError(f"checkpoint: {path} holds an invalid config ({exc})") from None
+    check_checkpoint(ck, path, config, keys, resume="rng" in keys)
     return ck, config
+
+
+def save_run(run, path) -> None:
+    """Write ``run.to_checkpoint()`` to ``path``, recording where its data file is."""
+    from sparseae.provenance import data_path, state_paths
+
+    ck = run.to_checkpoint()
+    ck.state.update(state_paths(data_path(run.config), path))
+    ckpt_io.save(path, ck)
+
+
+def resume_config(ck, path, config: TrainConfig, data, epochs, keep_schedule=False):
+    """The config and data a resumed run starts from.
+
+    ``epochs`` is the new total (refused below the epochs done).  The lr decay
+    step and the schedules' T then follow the new total, unless ``keep_schedule``
+    keeps them at the checkpoint's (``schedule_epochs``).  The checkpoint's data
+    are found again (:func:`sparseae.provenance.locate`) unless ``data`` is given.
+    """
+    done = int(ck.state["epoch"])
+    if epochs is not None:
+        if epochs < done:
+            raise ConfigError(f"epochs: must be >= {done}, the epochs {path} has done "
+                              f"(a run cannot be shortened), got {epochs}")
+        if keep_schedule and config.schedule_epochs is None:
+            config = config.replace(schedule_epochs=config.epochs)
+        config = config.replace(epochs=epochs)
+    if data is None:
+        from sparseae.provenance import locate
+
+        data, found = locate(ck, path, config)
+        if found is not None and found != config.data:
+            config = config.replace(data=found)
+    return config, data
 
 
 def check_same_run(run, ck, path) -> None:
@@ -377,7 +424,7 @@ def check_same_run(run, ck, path) -> None:
     if list(run.arch.sizes) != list(ck.state["arch"]):
         raise CheckpointError(f"checkpoint: {path} is for architecture {ck.state['arch']}, "
                               f"not {list(run.arch.sizes)}")
-    if fingerprint(run.data) != ck.state["data_sha256"]:
+    if run_fingerprint(run) != ck.state["data_sha256"]:
         raise CheckpointError(f"checkpoint: {path} was trained on other data than given")
 
 

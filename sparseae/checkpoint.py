@@ -82,26 +82,52 @@ def load(path) -> Checkpoint:
     file, a truncated file, another ``format``, a ``format-version`` newer
     than this sparseae reads, or missing parts.
     """
+    import h5py
+
     f, attrs = _h5.open_checked(path, FORMAT, FORMAT_VERSION, CheckpointError, "checkpoint")
+
+    def group(name, required=False):
+        if name not in f:
+            if required:
+                raise CheckpointError(f"checkpoint: {path} has no '{name}' group")
+            return {}
+        g = f[name]
+        if not isinstance(g, h5py.Group):
+            raise CheckpointError(f"checkpoint: {path} '{name}' must be a group of datasets")
+        out = {}
+        for k, d in g.items():
+            if not isinstance(d, h5py.Dataset) or not (
+                    np.issubdtype(d.dtype, np.integer) or np.issubdtype(d.dtype, np.floating)):
+                raise CheckpointError(f"checkpoint: {path} {name}/{k} must be a numeric dataset")
+            out[k] = d[()]
+        return out
+
     try:
         with f:
             arenas = {}
             for name in ("encoder", "decoder"):
-                if name not in f:
-                    raise CheckpointError(f"checkpoint: {path} has no '{name}' group")
-                g = f[name]
-                arenas[name] = {k: g[k][()].astype(d, copy=False)
-                                for k, d in ARENA_DTYPES.items() if k in g or k != "zeros"}
+                g = group(name, required=True)
+                missing = [k for k in ARENA_DTYPES if k not in g and k != "zeros"]
+                if missing:
+                    raise CheckpointError(f"checkpoint: {path} {name} lacks {', '.join(missing)}")
+                arenas[name] = {k: np.asarray(g[k]).astype(d, copy=False)
+                                for k, d in ARENA_DTYPES.items() if k in g}
                 if "zeros" not in arenas[name]:  # written before the regrowth accounting
-                    arenas[name]["zeros"] = np.full(len(arenas[name]["step"]), -1, np.int64)
-            history = {k: f["history"][k][()] for k in f["history"]} if "history" in f else {}
-            extra = {k: f["extra"][k][()] for k in f["extra"]} if "extra" in f else {}
-            return Checkpoint(kind=str(attrs["kind"]), config=json.loads(attrs["config"]),
-                              state=json.loads(attrs["state"]), arenas=arenas, history=history,
-                              extra=extra, attrs=attrs)
+                    arenas[name]["zeros"] = np.full(np.shape(arenas[name]["step"])[:1], -1,
+                                                    np.int64)
+            history = {k: np.asarray(v, np.float64) for k, v in group("history").items()}
+            extra = group("extra")
+            try:
+                config, state = json.loads(attrs["config"]), json.loads(attrs["state"])
+            except KeyError as exc:
+                raise CheckpointError(f"checkpoint: {path} has no {exc} attribute") from None
+            except (TypeError, ValueError):
+                raise CheckpointError(f"checkpoint: {path} config or state is not valid "
+                                      "JSON") from None
+            return Checkpoint(kind=str(attrs.get("kind")), config=config, state=state,
+                              arenas=arenas, history=history, extra=extra, attrs=attrs)
     except CheckpointError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"checkpoint: {path} is corrupt ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-
+                              f"{_h5.first_line(exc) if str(exc) else ''})") from None

@@ -31,21 +31,24 @@ import numpy as np
 
 from sparseae import backend
 from sparseae import checkpoint as ckpt_io
+from sparseae._checks import check_run
 from sparseae.backend import adam_config
 from sparseae.canonical import (
     check_batch,
     check_same_run,
-    fingerprint,
     make_data,
     pair_metrics,
     prune_event,
     read_checkpoint,
     resolve_arch,
     restore_arenas,
+    resume_config,
+    run_fingerprint,
+    save_run,
 )
 from sparseae.config import TrainConfig
 from sparseae.data import Dataset
-from sparseae.errors import CheckpointError, ConfigError
+from sparseae.errors import ConfigError
 from sparseae.metrics import figure_epoch, preserved_total
 from sparseae.model import Arena, Autoencoder
 from sparseae.schedules import probability
@@ -137,6 +140,7 @@ class LipiRun:
         self.data = make_data(config) if data is None else data
         check_batch(config, self.data)
         self.arch = resolve_arch(config, self.data)
+        check_run(config, self.data, self.arch)
         self.rng = np.random.default_rng(config.seed)
         N = config.population
         self.encoders = Arena(self.arch.encoder_shapes(), N)
@@ -409,7 +413,7 @@ class LipiRun:
             "seconds": self.seconds,
             "steps": self.steps,
             "arch": list(self.arch.sizes),
-            "data_sha256": fingerprint(self.data),
+            "data_sha256": run_fingerprint(self),
         }
         N = self.n_cells
         history = {k: np.asarray(v, np.float64).reshape(len(v), N) if k in CELL_SERIES
@@ -421,18 +425,15 @@ class LipiRun:
 
     def save(self, path) -> None:
         """Write the whole population state to an HDF5 checkpoint (atomically)."""
-        ckpt_io.save(path, self.to_checkpoint())
+        save_run(self, path)
 
     @classmethod
     def from_checkpoint(cls, path, data: Dataset | None = None, epochs: int | None = None,
-                        ck: ckpt_io.Checkpoint | None = None):
+                        ck: ckpt_io.Checkpoint | None = None, keep_schedule: bool = False):
         """Resume a population run; it ends bit-identical to the uninterrupted
         run (unless ``epochs`` changes the total, which changes T)."""
         ck, config = read_checkpoint(path, _RESUME_KEYS, ck, kind="population")
-        if "cell_lr" not in ck.extra or "order" not in ck.extra:
-            raise CheckpointError(f"checkpoint: {path} lacks the cells' lr and visiting order")
-        if epochs is not None:
-            config = config.replace(epochs=epochs)
+        config, data = resume_config(ck, path, config, data, epochs, keep_schedule)
         run = cls(config, data)
         check_same_run(run, ck, path)
         restore_arenas(run.encoders, run.decoders, ck, path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 
 from sparseae._options import ADAM_BETAS, ADAM_EPS
@@ -109,12 +110,22 @@ class TrainConfig:
     #: the schedules' final epoch T: "final_epoch" (epochs - 1 in both paradigms) or
     #: "reference" (canonical epochs, Lipi-AE-S epochs - 1)
     schedule_t: str = "final_epoch"
+    #: the total the lr decay step and the schedules' T are computed from (None: epochs).
+    #: ``train --resume R --epochs N --keep-schedule`` sets it to R's total, so the
+    #: extension continues R's schedules instead of stretching them to N epochs.
+    schedule_epochs: int | None = None
 
     def validate(self) -> "TrainConfig":
         _choice("profile", self.profile, PROFILES)
         _choice("paradigm", self.paradigm, PARADIGMS)
         from sparseae.model import Architecture
 
+        if isinstance(self.arch, (list, tuple)) and all(
+                isinstance(w, int) and not isinstance(w, bool) for w in self.arch):
+            self.arch = ",".join(str(w) for w in self.arch)  # widths as a TOML array
+        if not isinstance(self.arch, str):
+            raise ConfigError(f"arch: expected a preset name or widths like 784,64,8, "
+                              f"got {self.arch!r}")
         Architecture.parse(self.arch)
         _int("epochs", self.epochs, 1)
         _int("batch_size", self.batch_size, 1)
@@ -135,7 +146,8 @@ class TrainConfig:
         from sparseae.operators import OPERATORS
         from sparseae.schedules import SCHEDULES
 
-        if isinstance(self.operator, (list, tuple)):
+        if isinstance(self.operator, (list, tuple)) and self.operator and all(
+                isinstance(op, str) for op in self.operator):
             self.operator = ",".join(self.operator)
         if not isinstance(self.operator, str):
             raise ConfigError(f"operator: expected a name or a list of names, got {self.operator!r}")
@@ -147,6 +159,8 @@ class TrainConfig:
         _choice("device", self.device, ("cpu", "cuda"))
         _int("population", self.population, 1)
         _int("radius", self.radius, 0)
+        if self.paradigm == "lipi":
+            _check_radius(self.radius, self.population)
         _float("lr_sigma", self.lr_sigma, 0.0, 10.0)
         _choice("schedule", self.schedule, tuple(SCHEDULES))
         _float("prune_probability", self.prune_probability, 0.0, 1.0)
@@ -156,13 +170,15 @@ class TrainConfig:
             _int("prune_amount", self.prune_amount, 0)
         else:
             _float("prune_amount", self.prune_amount, 0.0, 1.0)
-        if self.data is not None and not isinstance(self.data, str):
+        if self.data is not None and (not isinstance(self.data, str) or not self.data.strip()):
             raise ConfigError(f"data: expected a file path, got {self.data!r}")
         _choice("random_scope", self.random_scope, ("live", "all"))
         _choice("variance_direction", self.variance_direction, ("low", "high"))
         _choice("variance_draws", self.variance_draws, ("amount", "per_entry"))
         _choice("heldout_source", self.heldout_source, ("validation", "test_reference"))
         _choice("schedule_t", self.schedule_t, ("final_epoch", "reference"))
+        if self.schedule_epochs is not None:
+            _int("schedule_epochs", self.schedule_epochs, 1)
         for name in ("lr_decay", "prune_output_bias", "data_quirks", "regrowth", "structural",
                      "sync_cells"):
             if not isinstance(getattr(self, name), bool):
@@ -171,9 +187,10 @@ class TrainConfig:
 
     def final_epoch(self) -> int:
         """T of the schedules (ALGORITHM.md section 4)."""
+        total = self.epochs if self.schedule_epochs is None else self.schedule_epochs
         if self.schedule_t == "reference" and self.paradigm == "canonical":
-            return self.epochs
-        return self.epochs - 1
+            return total
+        return total - 1
 
     @classmethod
     def from_profile(cls, profile: str = "default", **fields) -> "TrainConfig":
@@ -193,23 +210,32 @@ class TrainConfig:
     @classmethod
     def from_toml(cls, path, **overrides) -> "TrainConfig":
         """A config from a TOML file of config fields (plus ``profile``);
-        ``overrides`` win.  ``operator`` may be a list: one per cell."""
-        import tomllib
+        ``overrides`` win.  ``operator`` may be a list: one per cell.  A relative
+        ``data`` path in the file is relative to the file's folder."""
+        from sparseae.schema import read_toml
 
-        try:
-            with open(path, "rb") as f:
-                fields = tomllib.load(f)
-        except OSError as exc:
-            raise ConfigError(f"config: cannot read {path} ({exc.strerror})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config: {path} is not valid TOML ({exc})") from None
+        fields = read_toml(path, "config")
+        data = fields.get("data")
+        if isinstance(data, str) and data.strip() and not os.path.isabs(data):
+            # a path in a file is relative to the file (as in sweep specs)
+            fields["data"] = os.path.normpath(os.path.join(os.path.dirname(
+                os.path.abspath(os.fspath(path))), data))
         fields.update(overrides)
         profile = fields.pop("profile", "default")
+        if not isinstance(profile, str):
+            raise ConfigError(f"config: {path} profile must be one of {', '.join(PROFILES)}, "
+                              f"got {profile!r}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(fields) - names)
         if unknown:
             raise ConfigError(f"config: {path} has unknown field(s) {', '.join(unknown)}")
-        return cls.from_profile(profile, **fields)
+        try:
+            return cls.from_profile(profile, **fields)
+        except ConfigError as exc:  # a value from the file: name the file and its field
+            field = str(exc).split(":", 1)[0]
+            if field in fields and field not in overrides:
+                raise ConfigError(f"config: {path}: {exc}") from None
+            raise
 
     def cell_operators(self) -> list:
         """The operator of each cell: a list of ``population`` names, assigned
@@ -220,7 +246,8 @@ class TrainConfig:
     @property
     def lr_step(self) -> int:
         """Epochs between the step decays (x0.1) of the learning rate."""
-        return max(1, self.epochs // 4)
+        total = self.epochs if self.schedule_epochs is None else self.schedule_epochs
+        return max(1, total // 4)
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of epoch ``epoch`` (0-based) under the step decay."""
@@ -246,8 +273,23 @@ class TrainConfig:
         return dataclasses.replace(self, **changes).validate()
 
 
+def _check_radius(radius: int, population: int) -> None:
+    """A neighbourhood of 2r + 1 cells on a ring of N: each cell at most twice."""
+    if radius > population // 2:
+        raise ConfigError(f"radius: must be <= {population // 2} for population {population} "
+                          f"(a larger radius repeats cells in every neighbourhood), got {radius}")
+    if 2 * radius + 1 > population:
+        import warnings
+
+        from sparseae.errors import SparseaeWarning
+
+        warnings.warn(f"radius {radius} with population {population}: the neighbourhood of "
+                      f"{2 * radius + 1} cells holds one cell twice", SparseaeWarning,
+                      stacklevel=3)
+
+
 def _choice(name, value, allowed):
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ConfigError(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
 
 

@@ -56,6 +56,9 @@ def check_split(arr, name: str) -> np.ndarray:
         raise DataError(f"data: split '{name}' is empty (shape {a.shape})")
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
         raise DataError(f"data: split '{name}' has non-numeric dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise DataError(f"data: split '{name}' has complex values ({a.dtype}); the model "
+                        "needs real values in [0, 1]")
     a = np.ascontiguousarray(a, dtype=np.float32)
     if not np.isfinite(a).all():
         raise DataError(f"data: split '{name}' contains NaN or inf")
@@ -99,6 +102,9 @@ def binary_clustering(
             raise DataError(f"data: {name} must be an integer >= {lo}, got {val!r}")
     if not 0.0 <= noise <= 1.0:
         raise DataError(f"data: noise must be in [0, 1], got {noise!r}")
+    from sparseae._memory import check_data
+
+    check_data(int(n_clusters), int(dim), int(per_cluster))
     rng = np.random.default_rng(seed)
     if quirks:
         centroids = rng.binomial(2, 0.5, (n_clusters, dim)) > 0
@@ -116,14 +122,25 @@ def binary_clustering(
     return Dataset(*splits)
 
 
+#: File name extensions :func:`load` and :func:`save` understand.
+EXTENSIONS = (".h5", ".hdf5", ".npz")
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip file with members / an empty one
+
+
 def load(path) -> Dataset:
     """Load user data from ``.h5``/``.hdf5`` (datasets ``train``, ``test``,
     ``validation``) or ``.npz`` (arrays of those names).
 
-    A missing ``validation`` split falls back to ``test``.  Raises
+    All three splits are required (CONJUNCTIVE draws its held-out samples from
+    ``validation``, and the summary reports ``validation_l1``).  HDF5 files with
+    links, external storage or virtual datasets are refused.  Raises
     :class:`DataError` with one line naming the problem.
     """
+    from sparseae._h5 import check_plain, first_line
+
     path = os.fspath(path)
+    if not path.strip():
+        raise DataError("data: the file name is empty")
     if not os.path.exists(path):
         raise DataError(f"data: file not found: {path}")
     if os.path.isdir(path):
@@ -133,31 +150,51 @@ def load(path) -> Dataset:
     ext = os.path.splitext(path)[1].lower()
     try:
         if ext == ".npz":
+            with open(path, "rb") as fh:
+                if fh.read(4) not in _ZIP_MAGIC:
+                    raise DataError(f"data: {path} is not a readable npz file (not a zip archive)")
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files if k in SPLITS}
         else:
             import h5py
 
             with h5py.File(path, "r") as f:
+                check_plain(f, path, DataError, "data")
                 arrays = {k: f[k][()] for k in SPLITS if k in f and isinstance(f[k], h5py.Dataset)}
     except DataError:
         raise
     except Exception as exc:  # h5py/zipfile raise many types for corrupt files
         kind = "npz" if ext == ".npz" else "HDF5"
         raise DataError(f"data: {path} is not a readable {kind} file ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
-    for required in ("train", "test"):
+                        f"{first_line(exc) if str(exc) else 'corrupt'})") from None
+    for required in SPLITS:
         if required not in arrays:
-            raise DataError(f"data: {path} has no '{required}' array (need train, test[, validation])")
-    arrays.setdefault("validation", arrays["test"])
-    return Dataset(arrays["train"], arrays["test"], arrays["validation"])
+            raise DataError(f"data: {path} has no '{required}' array (need train, test and "
+                            "validation; split one off your training data for validation)")
+    try:
+        return Dataset(arrays["train"], arrays["test"], arrays["validation"])
+    except DataError as exc:  # name the file
+        raise DataError(f"data: {path}: {str(exc).removeprefix('data: ')}") from None
 
 
-def save(path, data: Dataset) -> None:
-    """Write ``data`` to ``.h5`` (datasets train/test/validation, uint8 when
-    binary, else float32) or ``.npz``, atomically (temp file, then rename)."""
+def save(path, data: Dataset, meta: dict | None = None) -> None:
+    """Write ``data`` to ``.h5``/``.hdf5`` (datasets train/test/validation, uint8 when
+    binary, else float32) or ``.npz``, atomically (temp file, then rename).
+
+    ``meta`` (e.g. the generator's parameters) is recorded: as root attributes of
+    the HDF5 file (besides ``format``, ``format-version``, ``generated-by`` and
+    ``created``), as a JSON string array ``meta`` in an ``.npz``.
+    """
+    import json
+
+    from sparseae import _h5
+
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
+    if ext not in EXTENSIONS:
+        raise DataError(f"data: {path} has the extension {ext or '(none)'!r}; expected one of "
+                        f"{', '.join(EXTENSIONS)}")
+    meta = dict(meta or {})
     arrays = {}
     for name in SPLITS:
         arr = getattr(data, name)
@@ -165,13 +202,18 @@ def save(path, data: Dataset) -> None:
         arrays[name] = arr.astype(np.uint8) if binary else arr
     with atomic_target(path, _WriteError) as tmp:
         if ext == ".npz":
+            header = {"format": "sparseae-data", "generated-by": _h5.generated_by(),
+                      "created": _h5.now(), **meta}
             with open(tmp, "wb") as f:
-                np.savez_compressed(f, **arrays)
+                np.savez_compressed(f, meta=np.array(json.dumps(header, sort_keys=True)),
+                                    **arrays)
         else:
             import h5py
 
             with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = "sparseae-data"
+                _h5.stamp(f, "sparseae-data", 1)
+                for key, value in meta.items():
+                    f.attrs[key] = value
                 for name, arr in arrays.items():
                     f.create_dataset(name, data=arr, compression="gzip", compression_opts=4)
 

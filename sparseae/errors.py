@@ -19,3 +19,11 @@ class DataError(SparseaeError):
 
 class CheckpointError(SparseaeError):
     """A checkpoint file is missing, corrupt, of another format or too new."""
+
+
+class ResultsError(SparseaeError):
+    """A results file is missing, corrupt, of another format or too new, or cannot be written."""
+
+
+class SparseaeWarning(UserWarning):
+    """Something worth knowing that does not stop the run (the CLI prints one line)."""

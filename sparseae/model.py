@@ -50,8 +50,12 @@ class Architecture:
     sizes: tuple
 
     def __post_init__(self):
-        sizes = tuple(int(s) for s in self.sizes)
-        if len(sizes) < 2 or any(s < 1 for s in sizes):
+        try:
+            sizes = tuple(int(s) for s in self.sizes)
+            whole = all(not isinstance(s, bool) and int(s) == s for s in self.sizes)
+        except (TypeError, ValueError, OverflowError):
+            sizes, whole = (), False
+        if not whole or len(sizes) < 2 or any(s < 1 for s in sizes):
             raise ConfigError(
                 f"arch: need at least two positive widths (input,...,latent), got {self.sizes!r}"
             )
@@ -72,7 +76,11 @@ class Architecture:
                     f"arch: expected one of {', '.join(PRESETS)} or comma-separated "
                     f"widths like 784,64,8, got {spec!r}"
                 ) from None
-        return cls(tuple(spec))
+        try:
+            return cls(tuple(spec))
+        except TypeError:
+            raise ConfigError(f"arch: expected one of {', '.join(PRESETS)} or comma-separated "
+                              f"widths like 784,64,8, got {spec!r}") from None
 
     @property
     def input_dim(self) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 
 from sparseae._atomic import atomic_target
 from sparseae.errors import SparseaeError
+from sparseae.schema import read_result_run, run_groups
 from sparseae.sweep import ResultsError, _text, open_results
 
 #: The summary keys whose median the table reports (besides test_l1's IQR).
@@ -60,21 +61,14 @@ def load_results(path) -> list:
     try:
         with f:
             try:
-                order = [n for n, _ in json.loads(_text(f.attrs["variants"]))]
+                order = [item[0] for item in json.loads(_text(f.attrs["variants"]))
+                         if isinstance(item, list) and item and isinstance(item[0], str)]
             except (KeyError, ValueError, TypeError):
                 order = []
-            for g in f.get("runs", {}).values():
-                for r in g.values():
-                    a = r.attrs
-                    out.append({
-                        "variant": _text(a["variant"]),
-                        "trial": int(a["trial"]),
-                        "seed": int(a["seed"]),
-                        "config": json.loads(_text(a["config"])),
-                        "summary": json.loads(_text(a["summary"])),
-                        "seconds": float(a["seconds"]),
-                        "history": {k: r[k][()] for k in r},
-                    })
+            for r in run_groups(f, path):
+                out.append(read_result_run(r, path))
+    except ResultsError:
+        raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise ResultsError(f"results: {path} is corrupt ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else ''})") from None

@@ -73,15 +73,15 @@ import shutil
 import signal
 import threading
 import time
-import tomllib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparseae import _h5
+from sparseae import _h5, _lock
 from sparseae._atomic import atomic_target
 from sparseae.config import TrainConfig
-from sparseae.errors import ConfigError, SparseaeError
+from sparseae.schema import read_result_run, run_groups
+from sparseae.errors import ConfigError, ResultsError, SparseaeError
 
 FORMAT = "sparseae-results"
 FORMAT_VERSION = 1
@@ -93,10 +93,6 @@ TIMING_KEYS = ("seconds", "seconds_per_epoch", "train_seconds", "prune_seconds",
                "compile_seconds")
 #: At most this fraction of the sweep's time goes to copying the results file.
 _WRITE_BUDGET = 0.1
-
-
-class ResultsError(SparseaeError):
-    """A results file is missing, corrupt, of another format or too new, or cannot be written."""
 
 
 # ------------------------------------------------------------------------------ spec
@@ -144,30 +140,31 @@ class SweepSpec:
         return json.dumps(self.source, sort_keys=True, default=str)
 
 
-def load_spec(path, base_overrides: dict | None = None) -> SweepSpec:
+def load_spec(path, base_overrides: dict | None = None, sets=()) -> SweepSpec:
     """Read and validate a sweep spec from a TOML file (:class:`ConfigError` on any problem).
 
-    ``base_overrides`` are set in the spec's ``[base]`` table (e.g. ``device``)."""
+    ``sets`` are ``KEY=VALUE`` overrides (:mod:`sparseae.overrides`), ``base_overrides``
+    are set in the spec's ``[base]`` table (e.g. ``device``).  Relative ``data`` paths
+    are resolved against the spec's folder (as the default results file is)."""
+    from sparseae import overrides
+    from sparseae.schema import read_toml
+
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, expected a TOML file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML (not UTF-8: {exc.reason})") from None
-    except tomllib.TOMLDecodeError as exc:  # the message names line and column
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    data = read_toml(path)
+    where = path
+    if sets:
+        data = overrides.apply(data, sets)
+        where = f"{path} (with --set)"
     if base_overrides:
         base = data.setdefault("base", {})
         if isinstance(base, dict):
             base.update(base_overrides)
-    spec = parse_spec(data, where=path)
+    spec = parse_spec(data, where=where)
     spec.path = path
+    folder = os.path.dirname(os.path.abspath(path))
+    for v in spec.variants:
+        if v.config.data is not None and not os.path.isabs(v.config.data):
+            v.config = v.config.replace(data=os.path.normpath(os.path.join(folder, v.config.data)))
     return spec
 
 
@@ -182,6 +179,10 @@ def parse_spec(data: dict, where: str = "sweep") -> SweepSpec:
     unknown = sorted(set(data) - set(SPEC_KEYS))
     if unknown:
         err(f"unknown key {unknown[0]!r} (expected {', '.join(SPEC_KEYS)})")
+    if not any(data.get(k) for k in ("base", "grid", "variant")):
+        err("the spec defines no runs: give a [base] table, a [grid] or [[variant]] tables")
+    if "grid" in data and data["grid"] == {}:
+        err("[grid] is empty: give field = [values, ...] or remove the table")
     base = data.get("base", {})
     grid = data.get("grid", {})
     explicit = data.get("variant", [])
@@ -245,7 +246,22 @@ def parse_spec(data: dict, where: str = "sweep") -> SweepSpec:
         except (TypeError, ValueError) as exc:
             err(f"variant {name!r}: invalid value ({exc})")
         variants.append(Variant(name, {"profile": profile, **fields}, config))
-    return SweepSpec(variants=variants, trials=trials, source=data)
+    spec = SweepSpec(variants=variants, trials=trials, source=data)
+    check_size(spec, trials, "trials")
+    return spec
+
+
+#: Bytes of bookkeeping per run of a sweep (its config, its place in the queue).
+_RUN_BYTES = 4096
+
+
+def check_size(spec: SweepSpec, trials: int, field: str = "trials") -> None:
+    """Refuse a sweep whose list of runs alone cannot fit in memory."""
+    from sparseae._memory import check
+
+    n = len(spec.variants) * trials
+    check(field, n * _RUN_BYTES, f"a sweep of {n} runs ({len(spec.variants)} variants x "
+          f"{trials} trials)")
 
 
 def _check_names(where, table, err):
@@ -326,9 +342,9 @@ def _existing_runs(out: str, spec: SweepSpec) -> dict:
             if diff:
                 raise ConfigError(f"{out}: holds the results of a different sweep ({diff}); "
                                   "choose another output file or delete it")
-            for g in f.get("runs", {}).values():
-                for r in g.values():
-                    runs[(_text(r.attrs["variant"]), int(r.attrs["trial"]))] = _text(r.attrs["config"])
+            for r in run_groups(f, out):
+                rec = read_result_run(r, out, history=False)
+                runs[(rec["variant"], rec["trial"])] = json.dumps(rec["config"])
     except (OSError, KeyError) as exc:
         raise ResultsError(f"results: {out} is corrupt ({type(exc).__name__}: {exc})") from None
     return runs
@@ -359,9 +375,19 @@ def _config_difference(old: dict, new: dict):
     for key in sorted(set(old) | set(new)):
         a = old[key] if key in old else defaults.get(key, dataclasses.MISSING)
         b = new[key] if key in new else defaults.get(key, dataclasses.MISSING)
+        if key == "data" and _same_file(a, b):
+            continue
         if a != b and not (key not in old and new.get(key) == defaults.get(key)):
             return key
     return None
+
+
+def _same_file(a, b) -> bool:
+    """Data paths naming one file: results written before spec-relative paths hold the
+    path as written (resolved against the current folder then)."""
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _same_config(old: dict, new: dict) -> bool:
@@ -471,11 +497,21 @@ class _Writer:
 _ABORT = None  # the worker's abort event (set by _init_worker)
 
 
-def _init_worker(abort) -> None:
-    """Worker processes ignore Ctrl-C (the parent decides) and watch ``abort``."""
+def _init_worker(abort, parent: int) -> None:
+    """Worker processes ignore Ctrl-C (the parent decides), watch ``abort``, and exit
+    as soon as the sweep process ``parent`` is gone (even after a SIGKILL)."""
     global _ABORT
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    import warnings
+
+    from sparseae.errors import SparseaeWarning
+
+    warnings.simplefilter("ignore", SparseaeWarning)  # the parent showed them (check_runs)
     _ABORT = abort
+    from sparseae._parent import watch
+
+    watch(parent)
 
 
 def execute(config_dict: dict, abort=None) -> dict | None:
@@ -509,7 +545,8 @@ def _mp_context():
 
 def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = None,
               progress=None, stop=None, abort=None, lockstep: bool | None = None,
-              lockstep_runs: int = 1024, lockstep_overlap: bool | None = None) -> dict:
+              lockstep_runs: int = 1024, lockstep_overlap: bool | None = None,
+              on_run=None) -> dict:
     """Run every (variant, trial) of ``spec`` not yet in ``out_path``; return statistics.
 
     Parameters
@@ -530,6 +567,8 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
         (default: on for cuda).
     progress : ``progress(done, total, eta_seconds)``, called once with ``done = 0``
         before the first run and after each finished run (``eta`` None until known).
+    on_run : ``on_run(variant, trial, summary)``, called for each finished run (before
+        ``progress``).
     stop : an event; once set no further run starts and runs in flight finish (and are
         written).  abort : an event; once set runs in flight stop at their next epoch
         boundary and are dropped.  A KeyboardInterrupt (no handler installed) aborts.
@@ -554,7 +593,16 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers: expected an integer >= 1, got {workers!r}")
     out = os.fspath(out_path)
-    check_runs(spec)
+    check_size(spec, trials, "trials")
+    with _lock.locked(out, ResultsError, "results"):
+        check_runs(spec)
+        todo, skipped = _plan(spec, out, trials)
+        return _run(spec, out, trials, todo, skipped, workers, progress, stop, abort, lockstep,
+                    lockstep_runs, lockstep_overlap, on_run)
+
+
+def _plan(spec: SweepSpec, out: str, trials: int):
+    """``(todo, skipped)``: the ``(variant, trial, config)`` runs not yet in ``out``."""
     existing = _existing_runs(out, spec)
     todo, skipped = [], 0
     for v, t in spec.runs(trials):
@@ -567,7 +615,27 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
             skipped += 1
             continue
         todo.append((v, t, config))
+    return todo, skipped
 
+
+def plan(spec, out_path, trials: int | None = None) -> list:
+    """What :func:`run_sweep` would do, without running or writing anything: one dict
+    per run (``variant``, ``trial``, ``seed``, ``done``: already in ``out_path``)."""
+    if isinstance(spec, (str, os.PathLike)):
+        spec = load_spec(spec)
+    elif isinstance(spec, dict):
+        spec = parse_spec(spec)
+    trials = spec.trials if trials is None else trials
+    check_size(spec, trials, "trials")
+    out = os.fspath(out_path)
+    todo, _ = _plan(spec, out, trials)
+    pending = {(v.name, t) for v, t, _ in todo}
+    return [{"variant": v.name, "trial": t, "seed": v.trial_config(t).seed,
+             "done": (v.name, t) not in pending} for v, t in spec.runs(trials)]
+
+
+def _run(spec, out, trials, todo, skipped, workers, progress, stop, abort, lockstep,
+         lockstep_runs, lockstep_overlap, on_run=None) -> dict:
     stop = threading.Event() if stop is None else stop
     abort = threading.Event() if abort is None else abort
     writer = _Writer(out, spec)
@@ -595,6 +663,8 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
                     "seconds": rec["seconds"], "finished": _now(), "pid": rec["pid"]})
         run_seconds += rec["seconds"]
         stats["done"] += 1
+        if on_run is not None:
+            on_run(v.name, t, rec["summary"])
         if progress is not None:
             done = stats["done"]
             elapsed = time.perf_counter() - t0
@@ -671,7 +741,8 @@ def _run_pool(todo, n_workers, writer, finished, stop, abort, stats):
     running = {}
     error = None
     pool = cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
-                                  initializer=_init_worker, initargs=(worker_abort,))
+                                  initializer=_init_worker,
+                                  initargs=(worker_abort, os.getpid()))
     try:
         def submit():
             while error is None and not stop.is_set() and not abort.is_set() \

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -29,7 +30,11 @@ def test_train_human_summary_is_quiet_without_tty():
     r = invoke("train", *SMALL, "--arch", "small")
     assert r.exit_code == 0, r.output
     assert "test_l1" in r.output and "us_per_step" in r.output
-    assert "epoch" not in r.output.split("summary:")[0]  # no progress bar off a terminal
+    # no progress bar off a terminal: plain progress lines (stderr) at the quarters only
+    before = r.output.split("summary:")[0]
+    assert "\r" not in before
+    assert all(re.match(r"epoch \d+/2  elapsed \d+:\d\d:\d\d  eta ", line)
+               for line in before.splitlines()), before
 
 
 @pytest.mark.parametrize("args, flag", [
