@@ -22,7 +22,9 @@ import numpy as np
 from sparseae._atomic import atomic_target
 from sparseae.errors import SparseaeError
 from sparseae.schema import read_result_run, run_groups
-from sparseae.sweep import ResultsError, _text, open_results
+from sparseae._h5 import text as _text
+from sparseae.errors import ResultsError
+from sparseae.sweep.results import open_results
 
 #: The summary keys whose median the table reports (besides test_l1's IQR).
 MEDIAN_KEYS = ("mean_l1", "preserved", "preserved_encoder", "preserved_decoder", "flops")

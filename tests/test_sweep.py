@@ -220,19 +220,21 @@ def test_a_failed_write_leaves_the_previous_file(tmp_path, monkeypatch):
     out = tmp_path / "r.h5"
     sw.run_sweep(mixed_spec(trials=1), out, workers=1)
     data = out.read_bytes()
-    real = sw._write_run
+    from sparseae.sweep import results
+
+    real = results.write_run
 
     def crash(f, rec):  # half a run group, then the "crash"
         real(f, rec)
         f["runs"].create_group("half-written")
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(sw, "_write_run", crash)
+    monkeypatch.setattr(results, "write_run", crash)
     with pytest.raises(RuntimeError, match="disk on fire"):
         sw.run_sweep(mixed_spec(trials=2), out, workers=1)
     assert out.read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.h5"]
-    monkeypatch.setattr(sw, "_write_run", real)
+    monkeypatch.setattr(results, "write_run", real)
     assert sw.run_sweep(mixed_spec(trials=2), out, workers=1)["done"] == 3
 
 
@@ -258,14 +260,16 @@ def test_stop_event_ends_the_sweep_after_the_runs_in_flight(tmp_path):
 
 
 def test_ctrl_c_exits_130_and_keeps_the_file_valid(tmp_path, monkeypatch):
-    real = sw.execute
+    from sparseae.sweep import executors
+
+    real = executors.execute
 
     def execute_then_ctrl_c(config, abort=None):
         rec = real(config, abort)
         os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C during the first run
         return rec
 
-    monkeypatch.setattr(sw, "execute", execute_then_ctrl_c)
+    monkeypatch.setattr(executors, "execute", execute_then_ctrl_c)
     path = write(tmp_path, json_to_toml(mixed_spec(trials=2)))
     handler = signal.getsignal(signal.SIGINT)
     r = invoke("sweep", path, "--workers", "1")
@@ -462,6 +466,6 @@ def test_results_written_before_a_field_existed_still_resume():
 
     new = TrainConfig(epochs=3).to_dict()
     old = {k: v for k, v in new.items() if k not in ("device", "sync_cells")}
-    assert sw._same_config(old, new)  # missing fields had their defaults' behaviour
-    assert not sw._same_config(old, {**new, "device": "cuda"})
-    assert sw._config_difference({**old, "epochs": 4}, new) == "epochs"
+    assert sw.same_config(old, new)  # missing fields had their defaults' behaviour
+    assert not sw.same_config(old, {**new, "device": "cuda"})
+    assert sw.config_difference({**old, "epochs": 4}, new) == "epochs"

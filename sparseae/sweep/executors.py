@@ -1,0 +1,202 @@
+"""Where the runs of a sweep execute: this process, local worker processes, or
+lockstep groups (:mod:`sparseae.lockstep`).
+
+Every executor has one contract: ``executor(todo, session, ...)`` runs the
+``(variant, trial, config)`` items of ``todo`` until they are done or
+``session.stop`` / ``session.abort`` is set, hands each finished run's record
+(:func:`record`) to ``session.finished(item, record)`` -- only the parent
+process, through ``session.writer``, writes the results file -- counts runs
+it gave up in ``session.stats["abandoned"]``, and returns the first failed
+run's error (or None).  :func:`execute` (one run from a config dict) is what
+every worker calls; it lives here so that worker processes import it from the
+installed package.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparseae.config import TrainConfig
+from sparseae.errors import ResultsError, SparseaeError
+
+
+@dataclass
+class Session:
+    """What an executor needs besides its runs."""
+
+    writer: object  #: the :class:`~sparseae.sweep.results.Writer` (``maybe_write``, ``wait_hint``)
+    finished: object  #: ``finished(item, record)``, for every finished run
+    stop: object  #: an event: start no further run, let those in flight finish
+    abort: object  #: an event: stop the runs in flight at their next epoch boundary
+    stats: dict  #: the sweep's statistics (``abandoned``, ``lockstep_timing``, ...)
+
+
+def run_error(exc: BaseException, msg: str) -> Exception:
+    """The sweep's error for a run that raised ``exc`` (``msg`` names the run)."""
+    return type(exc)(msg) if isinstance(exc, SparseaeError) else ResultsError(msg)
+
+
+_ABORT = None  # the worker's abort event (set by _init_worker)
+
+
+def init_worker(abort, parent: int) -> None:
+    """Worker processes ignore Ctrl-C (the parent decides), watch ``abort``, and exit
+    as soon as the sweep process ``parent`` is gone (even after a SIGKILL)."""
+    global _ABORT
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    import warnings
+
+    from sparseae.errors import SparseaeWarning
+
+    warnings.simplefilter("ignore", SparseaeWarning)  # the parent showed them (check_runs)
+    _ABORT = abort
+    from sparseae._parent import watch
+
+    watch(parent)
+
+
+def execute(config_dict: dict, abort=None) -> dict | None:
+    """Run one config to the end; return summary, history (float64 arrays), wall seconds
+    and pid, or None when ``abort`` (checked between epochs) stopped it early."""
+    from sparseae.runs import make_run
+
+    abort = _ABORT if abort is None else abort
+    t0 = time.perf_counter()
+    config = TrainConfig.from_dict(config_dict)
+    run = make_run(config)
+    summary = run.run(None, abort)
+    if run.epoch < config.epochs:
+        return None
+    return record(run, summary, time.perf_counter() - t0)
+
+
+def record(run, summary: dict, seconds: float) -> dict:
+    history = {k: np.asarray(v, dtype=np.float64) for k, v in run.history.items()}
+    return {"summary": summary, "history": history, "seconds": seconds, "pid": os.getpid()}
+
+
+def _mp_context():
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:  # children forked from a clean single-threaded server
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["sparseae.sweep.executors"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def run_here(todo, s: Session):
+    """Run ``todo`` one after the other in this process."""
+    for item in todo:
+        if s.stop.is_set() or s.abort.is_set():
+            break
+        rec = execute(item[2].to_dict(), s.abort)
+        if rec is None:
+            s.stats["abandoned"] += 1
+            break
+        s.finished(item, rec)
+        s.writer.maybe_write()
+    return None
+
+
+def run_pool(todo, s: Session, n_workers: int):
+    """Run ``todo`` on a pool of local worker processes; return the first failed run's
+    error (or None)."""
+    ctx = _mp_context()
+    worker_abort = ctx.Event()
+    queue = iter(todo)
+    running = {}
+    error = None
+    pool = cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
+                                  initializer=init_worker,
+                                  initargs=(worker_abort, os.getpid()))
+    try:
+        def submit():
+            while error is None and not s.stop.is_set() and not s.abort.is_set() \
+                    and len(running) < 2 * n_workers:
+                item = next(queue, None)
+                if item is None:
+                    return
+                running[pool.submit(execute, item[2].to_dict())] = item
+
+        submit()
+        while running:
+            if s.abort.is_set():
+                worker_abort.set()
+            if s.stop.is_set() or s.abort.is_set() or error is not None:
+                for fut in list(running):
+                    if fut.cancel():
+                        del running[fut]
+                if not running:
+                    break
+            done, _ = cf.wait(list(running), timeout=s.writer.wait_hint(0.25),
+                              return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                item = running.pop(fut)
+                try:
+                    rec = fut.result()
+                except cf.CancelledError:
+                    continue
+                except Exception as exc:  # a run failed: stop the sweep, keep what finished
+                    if error is None:
+                        v, t, _ = item
+                        msg = f"run {v.name!r} trial {t} failed: {type(exc).__name__}: {exc}"
+                        error = run_error(exc, msg)
+                        worker_abort.set()
+                    continue
+                if rec is None:
+                    s.stats["abandoned"] += 1
+                else:
+                    s.finished(item, rec)
+            s.writer.maybe_write()
+            submit()
+    except BaseException:
+        worker_abort.set()
+        for fut in running:
+            fut.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return error
+
+
+def run_lockstep_waves(todo, s: Session, wave: int, overlap):
+    """Run ``todo`` in lockstep in this process, ``wave`` runs at a time (the runs of
+    a wave are all in memory and in flight together), writing runs as they finish."""
+    from sparseae.lockstep import run_lockstep
+    from sparseae.runs import make_run
+
+    timing = s.stats["lockstep_timing"]
+    for lo in range(0, len(todo), wave):
+        if s.stop.is_set() or s.abort.is_set():
+            return None
+        items = {}
+        runs = []
+        for item in todo[lo:lo + wave]:
+            run = make_run(item[2])
+            items[id(run)] = item
+            runs.append(run)
+
+        def on_finish(run):
+            t1 = time.perf_counter()
+            summary = run.summary()
+            seconds = run.lockstep_seconds + time.perf_counter() - t1
+            s.finished(items[id(run)], record(run, summary, seconds))
+            s.writer.maybe_write()
+
+        part = {}
+        try:
+            done = run_lockstep(runs, on_finish, s.abort, max_runs=wave, timing=part,
+                                overlap=overlap)
+        finally:
+            for key, value in part.items():
+                timing[key] += value
+        s.stats["abandoned"] += len(runs) - len(done)
+    return None
