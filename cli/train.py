@@ -309,7 +309,7 @@ def _train(run, checkpoint, checkpoint_every, history_path, quiet, as_json, give
 
 
 def _describe(run) -> dict:
-    from sparseae.canonical import run_fingerprint
+    from sparseae.inputs import run_fingerprint
     from sparseae.provenance import describe
 
     return describe(run.config, run_fingerprint(run))

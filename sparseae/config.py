@@ -28,7 +28,7 @@ PARADIGM_DEFAULTS = {
 
 #: The gecco25 profile: the reference code's behaviour and the paper's settings
 #: (ALGORITHM.md sections 1-7).  Adam is "fresh" in Lipi-AE-S and "persistent" in
-#: canonical training; VARIANCE runs use P0 = 0.1 (see TrainConfig.from_profile).
+#: canonical training; VARIANCE uses P0 = 0.1, also in mixed rings (TrainConfig.from_profile).
 GECCO25 = dict(
     prune_output_bias=True, data_quirks=True, regrowth=True, random_scope="all",
     variance_direction="high", variance_draws="per_entry", heldout_source="test_reference",
@@ -74,6 +74,9 @@ class TrainConfig:
     schedule: str = "exponential"
     #: P0 of the schedule; None = the paradigm's default
     prune_probability: float | None = None
+    #: P0 of VARIANCE cells when it differs from the others' (None: prune_probability);
+    #: gecco25 sets 0.1, the reference's VARIANCE P0, in rings that mix operators
+    variance_probability: float | None = None
     prune_amount: float = 0.1
     threshold: float = 0.1
     heldout: int = 100
@@ -116,13 +119,25 @@ class TrainConfig:
     schedule_epochs: int | None = None
 
     def validate(self) -> "TrainConfig":
+        """The validated config: this one, or a copy with the paradigm's defaults
+        filled in and lists normalised (``self`` is never changed)."""
         _choice("profile", self.profile, PROFILES)
         _choice("paradigm", self.paradigm, PARADIGMS)
-        from sparseae.model import Architecture
-
+        changes = {name: value for name, value in PARADIGM_DEFAULTS[self.paradigm].items()
+                   if getattr(self, name) is None}
         if isinstance(self.arch, (list, tuple)) and all(
                 isinstance(w, int) and not isinstance(w, bool) for w in self.arch):
-            self.arch = ",".join(str(w) for w in self.arch)  # widths as a TOML array
+            changes["arch"] = ",".join(str(w) for w in self.arch)  # widths as a TOML array
+        if isinstance(self.operator, (list, tuple)) and self.operator and all(
+                isinstance(op, str) for op in self.operator):
+            changes["operator"] = ",".join(self.operator)
+        config = dataclasses.replace(self, **changes) if changes else self
+        config._check()
+        return config
+
+    def _check(self) -> None:
+        from sparseae.model import Architecture
+
         if not isinstance(self.arch, str):
             raise ConfigError(f"arch: expected a preset name or widths like 784,64,8, "
                               f"got {self.arch!r}")
@@ -130,9 +145,6 @@ class TrainConfig:
         _int("epochs", self.epochs, 1)
         _int("batch_size", self.batch_size, 1)
         _int("seed", self.seed, 0)
-        for name, value in PARADIGM_DEFAULTS[self.paradigm].items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
         _float("lr", self.lr, 0.0, 10.0, lo_open=True)
         _float("beta1", self.beta1, 0.0, 1.0, hi_open=True)
         _float("beta2", self.beta2, 0.0, 1.0, hi_open=True)
@@ -146,9 +158,6 @@ class TrainConfig:
         from sparseae.operators import OPERATORS
         from sparseae.schedules import SCHEDULES
 
-        if isinstance(self.operator, (list, tuple)) and self.operator and all(
-                isinstance(op, str) for op in self.operator):
-            self.operator = ",".join(self.operator)
         if not isinstance(self.operator, str):
             raise ConfigError(f"operator: expected a name or a list of names, got {self.operator!r}")
         for op in self.operator.split(","):
@@ -164,6 +173,8 @@ class TrainConfig:
         _float("lr_sigma", self.lr_sigma, 0.0, 10.0)
         _choice("schedule", self.schedule, tuple(SCHEDULES))
         _float("prune_probability", self.prune_probability, 0.0, 1.0)
+        if self.variance_probability is not None:
+            _float("variance_probability", self.variance_probability, 0.0, 1.0)
         _float("threshold", self.threshold, 0.0, 1.0)
         _int("heldout", self.heldout, 1)
         if isinstance(self.prune_amount, int) and not isinstance(self.prune_amount, bool):
@@ -183,7 +194,12 @@ class TrainConfig:
                      "sync_cells"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
-        return self
+
+    def p0(self, operator: str) -> float:
+        """P0 of ``operator``'s pruning schedule (ALGORITHM.md section 4)."""
+        if operator == "variance" and self.variance_probability is not None:
+            return self.variance_probability
+        return self.prune_probability
 
     def final_epoch(self) -> int:
         """T of the schedules (ALGORITHM.md section 4)."""
@@ -199,11 +215,15 @@ class TrainConfig:
         base = {"profile": profile}
         if profile == "gecco25":
             paradigm = fields.get("paradigm", cls.paradigm)
-            operator = str(fields.get("operator") or "none")
+            operator = fields.get("operator") or "none"
+            ops = set(operator.split(",") if isinstance(operator, str) else operator)
             base.update(GECCO25)
             base["adam"] = "fresh" if paradigm == "lipi" else "persistent"
-            if operator.split(",")[0] == "variance":
+            # the reference's VARIANCE P0 is 0.1, the other operators' 0.5
+            if ops == {"variance"}:
                 base["prune_probability"] = 0.1
+            elif "variance" in ops:
+                base["variance_probability"] = 0.1
         base.update(fields)
         return cls(**base).validate()
 

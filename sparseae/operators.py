@@ -227,3 +227,36 @@ def prune_pair(operator: str, enc, dec, ie: int, id_: int, amount, rng, *,
     if structural and not regrowth:
         propagate_dead_units(enc, dec, ie, id_)
     return before - alive()
+
+
+def prune_event(config, operator: str, enc, dec, ie: int, id_: int, rng, data, stats_e, stats_d,
+                backend=None) -> int:
+    """One pruning event of a run on encoder row ``ie`` and decoder row ``id_``.
+
+    Applies :func:`prune_pair` with the config's switches.  CONJUNCTIVE draws
+    ``config.heldout`` samples (of the validation split, without replacement
+    when there are enough; gecco25: test rows 1..n-1 with replacement) and
+    runs the fused marking pass on ``backend`` (default ``config.device``'s);
+    VARIANCE uses the statistics of the epoch just trained.  Returns the
+    number of entries newly pruned.
+    """
+    marks_e = marks_d = None
+    if operator == "conjunctive":
+        from sparseae import backend as be
+
+        backend = be.get(config.device) if backend is None else backend
+        k = config.heldout
+        if config.heldout_source == "test_reference":
+            src = data.test
+            idx = rng.integers(1, max(2, src.shape[0]), k)
+        else:
+            src = data.validation
+            idx = rng.choice(src.shape[0], k, replace=k > src.shape[0])
+        marks_e, marks_d = backend.conjunctive(enc.params[ie], enc.table, dec.params[id_],
+                                               dec.table, src[idx], config.threshold)
+    c = config
+    return prune_pair(operator, enc, dec, ie, id_, c.prune_amount, rng,
+                      stats_e=stats_e, stats_d=stats_d, marks_e=marks_e, marks_d=marks_d,
+                      structural=c.structural, output_bias=c.prune_output_bias,
+                      regrowth=c.regrowth, random_scope=c.random_scope,
+                      variance_direction=c.variance_direction, variance_draws=c.variance_draws)

@@ -67,7 +67,7 @@ def locate(ck, checkpoint_path, config):
     recorded content hash; warns (:class:`SparseaeWarning`) when the data was found
     somewhere other than its recorded path.
     """
-    from sparseae.canonical import fingerprint, make_data
+    from sparseae.inputs import fingerprint, make_data
     from sparseae.data import load
 
     expected = ck.state.get("data_sha256")

@@ -1,22 +1,24 @@
-"""Pick the run class for a config or a checkpoint (canonical or Lipi-AE-S)."""
+"""Pick the run class for a config or a checkpoint (canonical or Lipi-AE-S).
+
+:func:`evaluate` (the metrics of a checkpoint) is :mod:`sparseae.evaluation`'s.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-
 from sparseae import checkpoint as ckpt_io
-from sparseae.canonical import CanonicalRun, evaluate_checkpoint, pair_metrics, read_checkpoint
+from sparseae.canonical import CanonicalRun
 from sparseae.coevolution import LipiRun
 from sparseae.config import TrainConfig
 from sparseae.data import Dataset
-from sparseae.errors import CheckpointError, DataError
-from sparseae.provenance import locate
-from sparseae.model import Arena, Architecture, Autoencoder
+from sparseae.errors import CheckpointError
+from sparseae.evaluation import evaluate
+
+__all__ = ["evaluate", "make_run", "resume_run", "train"]
 
 
 def make_run(config: TrainConfig, data: Dataset | None = None):
     """A :class:`LipiRun` or :class:`CanonicalRun` for ``config.paradigm``."""
-    config.validate()
+    config = config.validate()
     return (LipiRun if config.paradigm == "lipi" else CanonicalRun)(config, data)
 
 
@@ -56,55 +58,3 @@ def train(config: TrainConfig | None = None, data: Dataset | None = None, callba
     summary = run.run(callback)
     model = run.centre(summary["best_cell"]) if isinstance(run, LipiRun) else run.model
     return model, summary, run
-
-
-def evaluate(path, data: Dataset | None = None, device: str = "cpu",
-             data_file: str | None = None) -> dict:
-    """Metrics of a checkpoint of either kind; for a population, every centre and
-    the best.  With ``device="cuda"`` the L1 evaluations run on the GPU (and only
-    there).
-
-    ``data`` None evaluates on the run's own data, found from the checkpoint and
-    checked against its recorded hash (:func:`sparseae.provenance.locate`); else on
-    ``data`` (``data_file``: where it came from, for the summary).  The summary
-    ends with :func:`sparseae.provenance.describe` (profile, seed, lr, data, version).
-    """
-    from sparseae import backend
-    from sparseae.canonical import fingerprint, restore_arenas
-    from sparseae.provenance import describe
-
-    b = backend.get(device)
-    ck = ckpt_io.load(path)
-    kind = ck.kind if ck.kind in ("canonical", "population") else None
-    if kind is None:
-        raise CheckpointError(f"checkpoint: {path} holds an unknown kind {ck.kind!r}")
-    ck, config = read_checkpoint(path, ("epoch", "arch"), ck, kind=kind)
-    if data is None:
-        data, data_file = locate(ck, path, config)
-    info = describe(config, fingerprint(data), data_file)
-    if kind == "canonical":
-        out = evaluate_checkpoint(path, data, ck=ck, backend=b)
-        out.update(info)
-        return out
-    arch = Architecture(tuple(ck.state["arch"]))
-    if arch.input_dim != data.dim:
-        raise DataError(f"data: width {data.dim} does not match the checkpoint's input width "
-                        f"{arch.input_dim}")
-    N = config.population
-    enc, dec = Arena(arch.encoder_shapes(), N), Arena(arch.decoder_shapes(), N)
-    restore_arenas(enc, dec, ck, path)
-    centres = []
-    for k in range(N):
-        m = Autoencoder(arch)
-        m.encoder.copy_row(0, k, source=enc)
-        m.decoder.copy_row(0, k, source=dec)
-        centres.append(pair_metrics(m, data, config.regrowth, b))
-    best = int(np.argmin([c["test_l1"] for c in centres]))
-    out = {"paradigm": "lipi", "arch": str(arch), "operator": config.operator,
-           "schedule": config.schedule, "population": N, "best_cell": best}
-    out.update(centres[best])
-    out["centres_test_l1"] = [c["test_l1"] for c in centres]
-    out["centres_preserved"] = [c["preserved"] for c in centres]
-    out["epochs"] = int(ck.state.get("epoch", 0))
-    out.update(info)
-    return out

@@ -178,7 +178,7 @@ def check_checkpoint(ck, path, config, keys, resume: bool) -> None:
             if resume:
                 raise CheckpointError(f"checkpoint: {path} lacks the cells' lr and visiting order")
         else:
-            from sparseae.coevolution import LR_MAX, LR_MIN
+            from sparseae.ring import LR_MAX, LR_MIN
 
             if lr.shape != (N,) or not _is_real(lr) or not np.isfinite(lr).all() or \
                     (lr < LR_MIN).any() or (lr > LR_MAX).any():

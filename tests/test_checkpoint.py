@@ -23,7 +23,8 @@ from click.testing import CliRunner
 
 import sparseae
 from sparseae import checkpoint as ckpt_io
-from sparseae.canonical import CanonicalRun, evaluate_checkpoint
+from sparseae.canonical import CanonicalRun
+from sparseae.evaluation import evaluate as evaluate_checkpoint
 from sparseae.cli.main import main
 from sparseae.config import TrainConfig
 from sparseae.data import Dataset, binary_clustering
@@ -125,7 +126,7 @@ def test_resume_is_bit_identical_to_uninterrupted_run(tmp_path, operator):
     assert not stray_tmp(tmp_path)
 
     resumed = CanonicalRun.from_checkpoint(path)
-    assert resumed.config == cfg
+    assert resumed.config == cfg.validate()
     assert_runs_equal(resumed, part)  # the loaded state is exactly the saved one
     resumed.run()
     assert resumed.epoch == 6
@@ -789,3 +790,25 @@ def test_resume_of_a_run_on_a_data_file(tmp_path):
     rest = invoke("train", "--resume", tmp_path / "p.h5", "--epochs", 4, "--json")
     assert rest.exit_code == 0, rest.output
     assert json.loads(rest.output)["test_l1"] == json.loads(full.output)["test_l1"]
+
+
+@pytest.mark.parametrize("key", ["params", "m", "v"])
+def test_checkpoint_with_nonzero_pruned_entries_is_refused(tmp_path, key):
+    """A pruned entry (mask 0) must be exactly 0 in the parameters and both moments:
+    the kernels rely on it, so such an entry would keep computing.  Refused on resume
+    and eval, one line naming the file and the array."""
+    path = tmp_path / "dead.h5"
+    make_checkpoint(path)
+    with h5py.File(path, "r+") as f:
+        g = f["encoder"]
+        mask = g["mask"][()]
+        mask[0, :5] = 0
+        g["mask"][...] = mask
+        for name in ("params", "m", "v"):  # a consistent pruning of 5 entries ...
+            arr = g[name][()]
+            arr[0, :5] = 0.25 if name == key else 0.0  # ... but for one array
+            g[name][...] = arr
+    with pytest.raises(CheckpointError, match=f"encoder/{key} is nonzero at 5 pruned"):
+        CanonicalRun.from_checkpoint(path)
+    for args in (["eval", path], ["train", "--resume", path]):
+        assert_input_error(invoke(*args), "dead.h5", f"encoder/{key}")

@@ -4,13 +4,8 @@ import numpy as np
 import pytest
 
 from sparseae import ConfigError, TrainConfig
-from sparseae.coevolution import (
-    LipiRun,
-    best_case_fitness,
-    mutate_lr,
-    neighbourhood,
-    tournament,
-)
+from sparseae.coevolution import LipiRun
+from sparseae.ring import best_case_fitness, mutate_lr, neighbourhood, tournament
 
 TINY = dict(paradigm="lipi", clusters=3, dim=40, per_cluster=6, batch_size=3, lr=3e-3,
             population=4, radius=1)
@@ -104,7 +99,7 @@ def test_first_epoch_visits_in_index_order_then_reshuffles():
     assert run.order.tolist() == list(range(6))
     visits = []
     orig = run.begin_cell
-    run.begin_cell = lambda cell, row=None: (visits.append(cell), orig(cell, row))[1]
+    run.begin_cell = lambda cell, row=0: (visits.append(cell), orig(cell, row))[1]
     run.run_epoch()
     assert visits == list(range(6))
     orders = []
@@ -322,7 +317,8 @@ def test_cuda_without_gpu_is_one_clear_error():
 
 
 def test_diversity_and_jaccard_match_pairwise_float64():
-    from sparseae.coevolution import _mean_jaccard, _mean_pairwise_l2
+    from sparseae.metrics import mean_jaccard as _mean_jaccard
+    from sparseae.metrics import mean_pairwise_l2 as _mean_pairwise_l2
 
     rng = np.random.default_rng(3)
     n, width = 7, 61_673
@@ -358,6 +354,6 @@ def test_fresh_adam_moments_stay_zero_in_every_row():
                       schedule="fixed", **TINY)
     run = LipiRun(cfg)
     run.run()
-    for a in (run.encoders, run.decoders, run.work_e, run.work_d):
+    for a in (run.encoders, run.decoders) + run.work()[:2]:
         assert not a.m.any() and not a.v.any()
     assert run.encoders.step.tolist() == [1] * run.n_cells

@@ -227,3 +227,46 @@ def test_cli_profile_flag():
     assert s["epochs"] == 2 and "mean_l1" in s
     r = CliRunner().invoke(main, ["train", "--profile", "paper"])
     assert r.exit_code == 2 and "--profile" in r.output
+
+
+def test_gecco25_variance_cells_use_p0_0_1_in_mixed_rings(monkeypatch):
+    """The reference's VARIANCE P0 is 0.1, the other operators' 0.5 -- also in a ring
+    that mixes them, whichever operator comes first (it was 0.1 for every cell when
+    VARIANCE came first, 0.5 for every cell otherwise)."""
+    from sparseae import coevolution
+
+    for names in ("random,variance", "variance,random"):
+        c = TrainConfig.from_profile("gecco25", paradigm="lipi", operator=names)
+        assert (c.p0("variance"), c.p0("random"), c.prune_probability) == (0.1, 0.5, 0.5)
+    pure = TrainConfig.from_profile("gecco25", operator="variance")
+    assert pure.p0("variance") == 0.1 and pure.variance_probability is None
+    seen, current = {}, {}
+    real = coevolution.probability
+
+    def spy(schedule, p0, *a):
+        seen.setdefault(current["operator"], p0)
+        return real(schedule, p0, *a)
+
+    monkeypatch.setattr(coevolution, "probability", spy)
+    run = LipiRun(TrainConfig.from_profile(
+        "gecco25", paradigm="lipi", operator="variance,random", population=4, epochs=1,
+        clusters=2, dim=20, per_cluster=5, arch="20,6,3"))
+    real_finish = run.finish_cell
+
+    def finish(ctx):
+        current["operator"] = ctx["operator"]
+        return real_finish(ctx)
+
+    run.finish_cell = finish
+    run.run_epoch()
+    assert seen == {"variance": 0.1, "random": 0.5}
+
+
+def test_validate_returns_a_copy_and_leaves_the_config_alone():
+    c = TrainConfig(arch=[9, 5, 3], operator=["random", "variance"], lr=None, dim=9)
+    v = c.validate()
+    assert (c.arch, c.operator, c.lr, c.prune_probability) == ([9, 5, 3],
+                                                                ["random", "variance"], None, None)
+    assert (v.arch, v.operator, v.lr, v.prune_probability) == ("9,5,3", "random,variance",
+                                                                3e-3, 0.05)
+    assert v.validate() is v  # already valid: nothing to change
