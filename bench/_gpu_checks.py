@@ -126,6 +126,16 @@ def check_eval(rng, X, P=4):
     ap = ck.all_pairs_l1(E.params[:3], E.table, D.params, D.table, Xb)
     apc = cpu.all_pairs_l1(E.params[:3], E.table, D.params, D.table, Xb)
     res = {"evaluate_l1_many": rel(got, want), "all_pairs_l1": rel(ap, apc)}
+    # a lockstep group's batched evaluations: neighbourhoods on per-run batches
+    enc = np.array([[0, 1, 2], [1, 2, 3], [2, 3, 0], [3, 0, 1]])
+    rows = np.stack([rng.choice(X.shape[0], BATCH, replace=False) for _ in range(4)])
+    pm = ck.pairs_l1_many(E.params, E.table, D.params, D.table, X, enc, enc, rows, BATCH)
+    pmc = cpu.pairs_l1_many(E.params, E.table, D.params, D.table, X, enc, enc, rows, BATCH)
+    res["pairs_l1_many"] = rel(pm, pmc)
+    d2, ov = ck.population_stats_many(E.params, E.mask, 2)
+    cd2, cov = cpu.population_stats_many(E.params, E.mask, 2)
+    res["population_d2"] = rel(d2, cd2)
+    res["population_overlap_mismatches"] = int(np.sum(ov != cov))
     Xc = X[:50]
     for C in (0.1, 0.5):
         me, md = ck.conjunctive_marks_many(E.params, E.table, D.params, D.table, Xc, C)

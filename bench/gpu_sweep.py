@@ -16,7 +16,9 @@ numpy wheel that numba-cuda needs there)::
 2. The paper's whole table (``configs/gecco25/{canonical,lipi,schedules}.toml``,
    ``--trials`` trials) on cuda with ``--table-epochs`` and twice as many
    epochs instead of 400: time to build the runs, the lockstep loop (split
-   into training calls and the runs' host work) and the summaries; the two
+   into training calls, the batched evaluations -- every run's all-pairs,
+   replacement, population statistics and figure metric of a step in one
+   launch each -- and the runs' host work) and the summaries; the two
    loops' difference gives the cost per epoch, scaled to 400 epochs -- the
    estimate of the full table's time on this GPU.
 
@@ -120,7 +122,8 @@ def table_run(trials, epochs, extra):
            "loop_s": time.perf_counter() - t1 - finish[0], "summaries_s": finish[0],
            "timing": timing}
     log(f"paper table, {len(runs)} runs x {epochs} epochs on cuda: build {t_build:.1f} s, "
-        f"loop {res['loop_s']:.1f} s (training calls {timing['train_seconds']:.1f} s, host "
+        f"loop {res['loop_s']:.1f} s (training calls {timing['train_seconds']:.1f} s, batched "
+        f"evaluations on the GPU {timing.get('eval_seconds', 0.0):.1f} s, host "
         f"{timing['host_seconds']:.1f} s, {timing['train_calls']} calls in "
         f"{timing['groups']} groups), summaries {finish[0]:.1f} s")
     return res

@@ -10,11 +10,14 @@ bounds a sweep's speed, so it is measured here alone, with the training call
 replaced by a no-op, on gecco25 Lipi-AE-S runs (default architecture,
 population 10):
 
-* ``host us per run-step``: median over epochs of the wall time of one group
-  step (an epoch's steps and its end of epoch, divided by 10) divided by the
-  group's runs (no training), on one thread and on a pool of CPU-count
-  threads (the runs' host work releases the GIL in the compiled kernels and
-  large copies);
+* ``us per run-step without training``: median over epochs of the wall time
+  of one group step (an epoch's steps and its end of epoch, divided by 10)
+  divided by the group's runs, on one thread and on a pool of CPU-count
+  threads, split into the runs' own host work (Python: tournaments, row
+  copies, pruning decisions, lr mutation) and the group's batched evaluation
+  calls (every run's all-pairs L1, replacement L1, population statistics and
+  figure metric of a step in one call each: on a GPU these run on the
+  device);
 * ``train us per run-step``: the same with the real CPU training call
   (numba ``prange`` over the pairs), for scale.
 
@@ -58,14 +61,19 @@ def time_steps(runs, repeats, train, pool=None):
         g.kernels = NoTrain
     for _ in range(10):  # the first epoch: compile, warm caches, the figure metric
         g.advance(pool)
-    times = []
+    times, host, evals = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
+        h0, e0 = g.host_seconds, g.eval_seconds
         for _ in range(10):  # one epoch of the population of 10: epoch-end work included
             g.advance(pool)
         times.append((time.perf_counter() - t0) / 10)
+        host.append((g.host_seconds - h0) / 10)
+        evals.append((g.eval_seconds - e0) / 10)
     g.kernels = real
-    return statistics.median(times) / len(runs)
+    n = len(runs)
+    return (statistics.median(times) / n, statistics.median(host) / n,
+            statistics.median(evals) / n)
 
 
 def main(argv=None):
@@ -80,15 +88,18 @@ def main(argv=None):
     threads = os.cpu_count() or 1
     with cf.ThreadPoolExecutor(threads) as pool:
         for operator in ("random", "conjunctive"):
-            host = {}
+            step = {}
             for n, p in ((1, None), (threads, pool)):
                 runs = [make_run(gecco_lipi(s, 400, operator)) for s in range(a.runs)]
-                host[n] = time_steps(runs, a.repeats, False, p)
+                step[n] = time_steps(runs, a.repeats, False, p)
             runs = [make_run(gecco_lipi(s, 400, operator)) for s in range(a.runs)]
-            full = time_steps(runs, a.repeats, True, pool)
-            print(f"gecco25 lipi {operator:<11} {a.runs} runs, us per run-step: host "
-                  f"{1e6 * host[1]:7.1f} on 1 thread, {1e6 * host[threads]:7.1f} on {threads} "
-                  f"(ratio {host[threads] / host[1]:.2f}); with CPU training {1e6 * full:7.1f}")
+            full = time_steps(runs, a.repeats, True, pool)[0]
+            (t1, h1, e1), (tn, hn, en) = step[1], step[threads]
+            print(f"gecco25 lipi {operator:<11} {a.runs} runs, us per run-step without training: "
+                  f"{1e6 * t1:6.1f} on 1 thread (runs' own host work {1e6 * h1:5.1f}, batched "
+                  f"evaluations {1e6 * e1:5.1f}), {1e6 * tn:6.1f} on {threads} (host "
+                  f"{1e6 * hn:5.1f}, evaluations {1e6 * en:5.1f}); with CPU training "
+                  f"{1e6 * full:6.1f}")
 
     from sparseae import sweep as sw
 

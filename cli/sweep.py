@@ -85,7 +85,8 @@ def sweep(spec_path, sets, trials, workers, out, device, lockstep, lockstep_runs
         if lt is not None:
             click.echo(f"  wall {stats['wall_seconds']:.2f} s in lockstep: {lt['groups']} "
                        f"group{'s' if lt['groups'] != 1 else ''}, {lt['train_calls']} training "
-                       f"calls taking {lt['train_seconds']:.2f} s, the runs' host work "
+                       f"calls taking {lt['train_seconds']:.2f} s, batched evaluations "
+                       f"{lt.get('eval_seconds', 0.0):.2f} s, the runs' host work "
                        f"{lt['host_seconds']:.2f} s")
         else:
             n = stats["workers"]

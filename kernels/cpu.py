@@ -8,9 +8,10 @@ same functions batched over networks on a GPU.
 * :func:`train_epoch` / :func:`train_epoch_many` -- one epoch of one pair /
   of ``P`` pairs (numba's parallel loop over the cores);
 * :func:`forward_half`, :func:`evaluate_l1`, :func:`all_pairs_l1` --
-  evaluation;
+  evaluation; :func:`pairs_l1_many` -- many all-pairs evaluations at once;
 * :func:`conjunctive_marks` -- the CONJUNCTIVE marking pass;
-* :func:`pairwise_sq_l2`, :func:`mask_overlaps` -- population diversity.
+* :func:`pairwise_sq_l2`, :func:`mask_overlaps`, :func:`population_stats_many` --
+  population diversity.
 
 Every entry point runs with FTZ/DAZ set and restores the caller's
 floating-point state (``kernels/fpenv.py``), and only entry points are cached
@@ -42,8 +43,8 @@ from sparseae.kernels.cpu_layers import (
 _F = np.float32
 
 __all__ = ["AdamConfig", "Half", "all_pairs_l1", "conjunctive_marks", "evaluate_l1",
-           "forward_half", "mask_overlaps", "pairwise_sq_l2", "prepare", "train_epoch",
-           "train_epoch_many"]
+           "forward_half", "mask_overlaps", "pairs_l1_many", "pairwise_sq_l2",
+           "population_stats_many", "prepare", "train_epoch", "train_epoch_many"]
 
 
 # ------------------------------------------------------------------- training
@@ -203,22 +204,50 @@ def evaluate_l1(pe, le, pd, ld, X, chunk):
     return out
 
 
+@njit(**HELPER)
+def _pairs_l1(PE, le, PD, ld, X, enc, dec, rows, chunk, out):
+    """``out[i, j]``: the mean L1 of encoder row ``enc[i]`` of ``PE`` with decoder
+    row ``dec[j]`` of ``PD`` on the rows ``rows`` of ``X`` (forwarded ``chunk`` at
+    a time); each encoder's codes are computed once."""
+    B = rows.shape[0]
+    Xb = np.empty((B, X.shape[1]), np.float32)
+    for b in range(B):
+        Xb[b] = X[rows[b]]
+    codes = np.empty((enc.shape[0], B, ld[0, COL_IN]), np.float32)
+    for i in range(enc.shape[0]):
+        codes[i] = _forward_half(PE[enc[i]], le, Xb, chunk)
+    for i in range(enc.shape[0]):
+        for j in range(dec.shape[0]):
+            out[i, j] = _mean_l1(_forward_half(PD[dec[j]], ld, codes[i], chunk), Xb)
+
+
 @njit(**JIT)
 def all_pairs_l1(PE, le, PD, ld, Xb):
     """``(E, D)`` matrix of the L1 of every encoder row of ``PE`` with every
     decoder row of ``PD`` on one batch ``Xb``."""
-    E = PE.shape[0]
-    Dn = PD.shape[0]
-    N = Xb.shape[0]
-    out = np.empty((E, Dn), np.float64)
     old = fpenv.enter()
-    codes = np.empty((E, N, ld[0, COL_IN]), np.float32)
-    for e in range(E):
-        codes[e] = _forward_half(PE[e], le, Xb, N)
-    for e in range(E):
-        for d in range(Dn):
-            out[e, d] = _mean_l1(_forward_half(PD[d], ld, codes[e], N), Xb)
+    out = np.empty((PE.shape[0], PD.shape[0]), np.float64)
+    N = Xb.shape[0]
+    _pairs_l1(PE, le, PD, ld, Xb, np.arange(PE.shape[0]), np.arange(PD.shape[0]),
+              np.arange(N), N, out)
     fpenv.leave(old)
+    return out
+
+
+@njit(cache=True, fastmath=set(FASTMATH), nogil=True, error_model="numpy", parallel=True)
+def pairs_l1_many(PE, le, PD, ld, X, enc, dec, rows, chunk):
+    """``(Q, E, D)``: for every ``q``, the L1 of encoder rows ``enc[q]`` with
+    decoder rows ``dec[q]`` on the rows ``rows[q]`` of ``X`` -- ``Q`` all-pairs
+    evaluations (the neighbourhoods or replacement pairs of many runs, or the
+    centres of a population on their training split) in one call, spread over
+    the cores.  Entry ``q`` equals :func:`all_pairs_l1` of those rows on
+    ``X[rows[q]]`` when ``chunk`` is the batch size."""
+    Q = enc.shape[0]
+    out = np.empty((Q, enc.shape[1], dec.shape[1]), np.float64)
+    for q in prange(Q):
+        old = fpenv.enter()
+        _pairs_l1(PE, le, PD, ld, X, enc[q], dec[q], rows[q], chunk, out[q])
+        fpenv.leave(old)
     return out
 
 
@@ -262,21 +291,15 @@ def conjunctive_marks(pe, le, pd, ld, X, threshold):
     return marks_e, marks_d
 
 
-@njit(**dict(EXACT, cache=True))
-def pairwise_sq_l2(rows):
-    """``(n, n)`` float64 squared L2 distances between the rows of ``rows``.
-
-    Each difference is taken in float64 and squared there, so a distance is
-    accurate to float64 rounding whatever the rows' norms (a Gram matrix in
-    float32 lost up to 4e-5 of it to cancellation).  The sums run in a fixed
-    order (8 lanes), the same in every process.
-    """
-    old = fpenv.enter()
+@njit(**EXACT)
+def _sq_l2(rows, out):
+    """``out[i, j]``: squared L2 distance of rows ``i`` and ``j`` (float64
+    differences, 8 lanes summed in a fixed order)."""
     n, k = rows.shape
-    out = np.zeros((n, n), np.float64)
     acc = np.zeros(8, np.float64)
     full = k - k % 8
     for i in range(n):
+        out[i, i] = 0.0
         for j in range(i + 1, n):
             acc[:] = 0.0
             for t in range(0, full, 8):
@@ -291,6 +314,33 @@ def pairwise_sq_l2(rows):
                 s += acc[lane]
             out[i, j] = s
             out[j, i] = s
+
+
+@njit(**EXACT)
+def _overlaps(masks, out):
+    """``out[i, j]``: entries live in both rows ``i`` and ``j`` of ``masks``."""
+    n, k = masks.shape
+    for i in range(n):
+        for j in range(i, n):
+            c = 0
+            for t in range(k):
+                c += (masks[i, t] != 0) & (masks[j, t] != 0)
+            out[i, j] = c
+            out[j, i] = c
+
+
+@njit(**dict(EXACT, cache=True))
+def pairwise_sq_l2(rows):
+    """``(n, n)`` float64 squared L2 distances between the rows of ``rows``.
+
+    Each difference is taken in float64 and squared there, so a distance is
+    accurate to float64 rounding whatever the rows' norms (a Gram matrix in
+    float32 lost up to 4e-5 of it to cancellation).  The sums run in a fixed
+    order (8 lanes), the same in every process.
+    """
+    old = fpenv.enter()
+    out = np.zeros((rows.shape[0], rows.shape[0]), np.float64)
+    _sq_l2(rows, out)
     fpenv.leave(old)
     return out
 
@@ -300,16 +350,25 @@ def mask_overlaps(masks):
     """``(n, n)`` int64 counts of the entries live (nonzero) in both of two rows
     of the uint8 ``masks``; the diagonal holds each row's live count.  Exact,
     single-threaded (no BLAS)."""
-    n, k = masks.shape
-    out = np.zeros((n, n), np.int64)
-    for i in range(n):
-        for j in range(i, n):
-            c = 0
-            for t in range(k):
-                c += (masks[i, t] != 0) & (masks[j, t] != 0)
-            out[i, j] = c
-            out[j, i] = c
+    out = np.zeros((masks.shape[0], masks.shape[0]), np.int64)
+    _overlaps(masks, out)
     return out
+
+
+@njit(cache=True, fastmath={"nsz", "contract"}, nogil=True, error_model="numpy", parallel=True)
+def population_stats_many(params, masks, n):
+    """For every run ``r`` whose ``n`` centres are rows ``r*n .. r*n+n-1``: the
+    ``(n, n)`` squared L2 distances of their parameters and the live-entry
+    overlaps of their masks (``(R, n, n)`` each), spread over the cores."""
+    R = params.shape[0] // n
+    d2 = np.zeros((R, n, n), np.float64)
+    ov = np.zeros((R, n, n), np.int64)
+    for r in prange(R):
+        old = fpenv.enter()
+        _sq_l2(params[r * n:(r + 1) * n], d2[r])
+        _overlaps(masks[r * n:(r + 1) * n], ov[r])
+        fpenv.leave(old)
+    return d2, ov
 
 
 def prepare() -> float:

@@ -12,7 +12,9 @@ specialised per configuration by ``kernels/cuda_build.py``:
 * :func:`train_epoch_many` -- one epoch of ``P`` encoder/decoder pairs;
 * :func:`all_pairs_l1` -- every encoder with every decoder on one batch;
 * :func:`evaluate_l1_many` -- mean L1 of pair ``p`` over all rows of ``X``;
-* :func:`conjunctive_marks_many` -- CONJUNCTIVE marks of every pair.
+* :func:`conjunctive_marks_many` -- CONJUNCTIVE marks of every pair;
+* :func:`pairs_l1_many`, :func:`population_stats_many` -- the evaluations of
+  many runs' steps at once (lockstep groups).
 
 The training kernel's design and measured speed are in ``kernels/cuda_train.py``.
 
@@ -308,7 +310,9 @@ def train_epoch_many(enc, dec, X, orders, batch_size, lrs, adam, stats, with_sta
     return plan.finish()
 
 
-def _eval_pairs(PE, le, PD, ld, X, pe_idx, pd_idx):
+def _eval_pairs(PE, le, PD, ld, X, pe_idx, pd_idx, rows=None, ri=None):
+    """L1 of pair ``q`` (encoder row ``pe_idx[q]``, decoder row ``pd_idx[q]``) over
+    the rows ``rows[ri[q]]`` of ``X`` (default: every row)."""
     require()
     c = cuda
     le, ld = check_tables(le, ld)
@@ -327,13 +331,19 @@ def _eval_pairs(PE, le, PD, ld, X, pe_idx, pd_idx):
     out = c.device_array(Q, np.float64)
     if Q == 0:
         return out.copy_to_host()
+    if rows is None:
+        rows, ri = np.arange(X.shape[0], dtype=np.int64)[None], np.zeros(Q, np.int64)
+    rows = np.ascontiguousarray(rows, np.int64)
+    if rows.ndim != 2 or rows.shape[1] < 1 or rows.min() < 0 or rows.max() >= X.shape[0]:
+        raise ValueError(f"cuda: rows must index the {X.shape[0]} rows of X")
     tpb = check_tpb(TPB_EVAL)
-    BM = max(1, min(int(EVAL_CHUNK), int(X.shape[0])))
+    BM = max(1, min(int(EVAL_CHUNK), int(rows.shape[1])))
     so, nfloats = layout(le, ld, BM, D, tpb, "eval", _simulating())
     smem, glob = _smem_mode(nfloats)
     k = _kernels(BM, glob)["evaluate"]
     part = c.device_array((Q, tpb), np.float64)
-    k[Q, tpb, 0, smem](PE, c.to_device(le), PD, c.to_device(ld), X,
+    k[Q, tpb, 0, smem](PE, c.to_device(le), PD, c.to_device(ld), X, c.to_device(rows),
+                       c.to_device(np.asarray(ri, np.int64)),
                        c.to_device(np.asarray(pe_idx, np.int64)),
                        c.to_device(np.asarray(pd_idx, np.int64)), c.to_device(so),
                        c.device_array((1, 1, 3), np.float64), part, out,
@@ -358,6 +368,41 @@ def evaluate_l1_many(PE, le, PD, ld, X):
         raise ValueError("cuda: PE and PD must hold the same number of networks")
     idx = np.arange(P, dtype=np.int64)
     return _eval_pairs(PE, le, PD, ld, X, idx, idx)
+
+
+def pairs_l1_many(PE, le, PD, ld, X, enc, dec, rows, chunk=None):
+    """``(Q, E, D)``: for every ``q`` the mean L1 of encoder rows ``enc[q]`` with
+    decoder rows ``dec[q]`` on the rows ``rows[q]`` of ``X``, all ``Q * E * D``
+    pairs in one launch (cpu.pairs_l1_many; ``chunk`` is the CPU's forward chunk,
+    here ``EVAL_CHUNK`` rows go together)."""
+    enc, dec = np.asarray(enc, np.int64), np.asarray(dec, np.int64)
+    Q, E, Dn = enc.shape[0], enc.shape[1], dec.shape[1]
+    pe_idx = np.repeat(enc.reshape(Q, E, 1), Dn, axis=2).ravel()
+    pd_idx = np.repeat(dec.reshape(Q, 1, Dn), E, axis=1).ravel()
+    ri = np.repeat(np.arange(Q, dtype=np.int64), E * Dn)
+    return _eval_pairs(PE, le, PD, ld, X, pe_idx, pd_idx, rows, ri).reshape(Q, E, Dn)
+
+
+def population_stats_many(params, masks, n):
+    """``(d2, overlaps)``, each ``(R, n, n)``, of ``R`` populations of ``n``
+    consecutive rows (cpu.population_stats_many): one block per pair of rows,
+    float64 sums."""
+    require()
+    c = cuda
+    A = Args(cuda)
+    params = A.put(params, np.float32, "params")
+    masks = A.put(masks, np.uint8, "masks", tuple(params.shape))
+    n = int(n)
+    R = int(params.shape[0]) // n
+    d2 = c.to_device(np.zeros((R, n, n), np.float64))
+    ov = c.to_device(np.zeros((R, n, n), np.int64))
+    pairs = np.array([(i, j) for i in range(n) for j in range(i, n)], np.int64).reshape(-1, 2)
+    if R and len(pairs):
+        from sparseae.kernels.cuda_eval import POP_THREADS
+
+        k = _kernels(1, False)["population"]
+        k[R * len(pairs), POP_THREADS](params, masks, n, c.to_device(pairs), d2, ov)
+    return d2.copy_to_host(), ov.copy_to_host()
 
 
 def conjunctive_marks_many(PE, le, PD, ld, X, threshold):

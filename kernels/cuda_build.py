@@ -46,7 +46,8 @@ def build(cuda, *, BM, U, RU, SIM, GLOB, FRESH, PIPE, train_options, eval_fastma
         ns.update(vars(module))
     ns.update(cuda=cuda, BM=BM, U=U, RU=RU, SIM=SIM, GLOB=GLOB, FRESH=FRESH, PIPE=PIPE)
     if SIM:  # the simulator's local and shared arrays need dtype instances
-        ns.update(_f32=np.dtype(np.float32), _u8=np.dtype(np.uint8), _i64=np.dtype(np.int64))
+        ns.update(_f32=np.dtype(np.float32), _f64=np.dtype(np.float64), _u8=np.dtype(np.uint8),
+                  _i64=np.dtype(np.int64))
 
     def device(fn):
         return cuda.jit(device=True, fastmath=eval_fastmath)(_copy(fn, ns))
@@ -63,4 +64,5 @@ def build(cuda, *, BM, U, RU, SIM, GLOB, FRESH, PIPE, train_options, eval_fastma
         "train": cuda.jit(**train_options)(_copy(cuda_train.train, ns)),
         "evaluate": cuda.jit(fastmath=eval_fastmath)(_copy(cuda_eval.evaluate, ns)),
         "conjunctive": cuda.jit(fastmath=eval_fastmath)(_copy(cuda_eval.conjunctive, ns)),
+        "population": cuda.jit(fastmath=False)(_copy(cuda_eval.population, ns)),
     }

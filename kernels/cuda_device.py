@@ -41,7 +41,7 @@ PIPE = False
 GLOB = False
 #: Element types of local and shared arrays: numpy scalar types on the GPU,
 #: dtype instances in the simulator (its dynamic shared array needs .itemsize).
-_f32, _u8, _i64 = np.float32, np.uint8, np.int64
+_f32, _f64, _u8, _i64 = np.float32, np.float64, np.uint8, np.int64
 
 _F = np.float32
 _Z = np.float32(0.0)

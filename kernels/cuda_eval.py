@@ -19,12 +19,17 @@ from sparseae.kernels.cuda_device import (
     NST,
     _F,
     _f32,
+    _f64,
     _i64,
     cuda,
     fwd_layer,
+    load_batch,
     load_rows,
     post,
 )
+
+#: Threads per block of :func:`population` (a power of two).
+POP_THREADS = 128
 
 
 def block_minmax(sh, zo, n, red, tid, NT):
@@ -96,9 +101,9 @@ def conj_update(sh, zo, n, marks, u0, state, k, thr, red, tid, NT):
         state[3 * k + 1] = total
 
 
-def evaluate(PE, le, PD, ld, X, pe_idx, pd_idx, so, dst, part, out, scratch):
-    """Block ``q``: the mean L1 over the rows of ``X`` of encoder row
-    ``pe_idx[q]`` with decoder row ``pd_idx[q]``, ``BM`` rows at a time."""
+def evaluate(PE, le, PD, ld, X, rows, ri, pe_idx, pd_idx, so, dst, part, out, scratch):
+    """Block ``q``: the mean L1 over the rows ``rows[ri[q]]`` of ``X`` of encoder
+    row ``pe_idx[q]`` with decoder row ``pd_idx[q]``, ``BM`` rows at a time."""
     q = cuda.blockIdx.x
     tid = cuda.threadIdx.x
     NT = cuda.blockDim.x
@@ -110,7 +115,8 @@ def evaluate(PE, le, PD, ld, X, pe_idx, pd_idx, so, dst, part, out, scratch):
     Lt = Le + ld.shape[0]
     PEp = PE[pe_idx[q]]
     PDp = PD[pd_idx[q]]
-    N = X.shape[0]
+    orow = rows[ri[q]]
+    N = rows.shape[1]
     F = X.shape[1]
     x0 = so[0]
     red = so[2]
@@ -118,7 +124,7 @@ def evaluate(PE, le, PD, ld, X, pe_idx, pd_idx, so, dst, part, out, scratch):
     lacc = 0.0
     for start in range(0, N, BM):
         B = min(BM, N - start)
-        load_rows(X, start, B, sh, x0, F, tid, NT)
+        load_batch(X, orow, start, B, sh, x0, F, tid, NT)
         cuda.syncthreads()
         lp = _Z
         for k in range(Lt):
@@ -207,3 +213,41 @@ def conjunctive(PE, le, PD, ld, X, thr, so, dst, marks_e, marks_d, scratch):
                 done = False
         if done:
             break
+
+
+def population(params, masks, n, pairs, d2, ov):
+    """Block ``b`` of ``R * len(pairs)``: for run ``r = b // len(pairs)`` and the
+    pair ``(i, j)`` of its ``n`` consecutive rows, the squared L2 distance of the
+    parameter rows (float64 differences) and the count of entries live in both
+    masks, into ``d2[r, i, j]`` / ``ov[r, i, j]`` and their mirrors."""
+    b = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    r = b // pairs.shape[0]
+    i = r * n + pairs[b % pairs.shape[0], 0]
+    j = r * n + pairs[b % pairs.shape[0], 1]
+    sd = cuda.shared.array(POP_THREADS, _f64)
+    so = cuda.shared.array(POP_THREADS, _i64)
+    acc = 0.0
+    cnt = 0
+    for k in range(tid, params.shape[1], POP_THREADS):
+        d = np.float64(params[i, k]) - np.float64(params[j, k])
+        acc += d * d
+        if masks[i, k] != 0 and masks[j, k] != 0:
+            cnt += 1
+    sd[tid] = acc
+    so[tid] = cnt
+    cuda.syncthreads()
+    s = POP_THREADS // 2
+    while s > 0:
+        if tid < s:
+            sd[tid] += sd[tid + s]
+            so[tid] += so[tid + s]
+        cuda.syncthreads()
+        s //= 2
+    if tid == 0:
+        li = pairs[b % pairs.shape[0], 0]
+        lj = pairs[b % pairs.shape[0], 1]
+        d2[r, li, lj] = sd[0]
+        d2[r, lj, li] = sd[0]
+        ov[r, li, lj] = so[0]
+        ov[r, lj, li] = so[0]

@@ -79,6 +79,22 @@ class Backend:
         """``(E, D)`` mean L1 of every encoder row with every decoder row on ``Xb``."""
         return np.asarray(self.k.all_pairs_l1(PE, le, PD, ld, Xb), np.float64)
 
+    def pairs(self, PE, le, PD, ld, X, enc, dec, rows, chunk) -> np.ndarray:
+        """``(Q, E, D)``: for every ``q`` the mean L1 of encoder rows ``enc[q]`` of
+        ``PE`` with decoder rows ``dec[q]`` of ``PD`` on the rows ``rows[q]`` of
+        ``X`` (forwarded ``chunk`` at a time) -- many runs' neighbourhood,
+        replacement or population evaluations in one call."""
+        enc, dec, rows = (np.ascontiguousarray(a, np.int64) for a in (enc, dec, rows))
+        return np.asarray(self.k.pairs_l1_many(PE, le, PD, ld, X, enc, dec, rows, int(chunk)),
+                          np.float64)
+
+    def population_stats(self, params, masks, n: int):
+        """``(d2, overlaps)``, each ``(R, n, n)``: for the ``n`` consecutive rows of
+        each of ``R`` populations, the squared L2 distances of the parameters and
+        the counts of entries live in both masks."""
+        d2, ov = self.k.population_stats_many(params, masks, int(n))
+        return np.asarray(d2, np.float64), np.asarray(ov, np.int64)
+
     def conjunctive(self, pe, le, pd, ld, X, threshold):
         """CONJUNCTIVE marks ``(marks_e, marks_d)`` of one pair over the rows of ``X``."""
         if self.device == "cpu":

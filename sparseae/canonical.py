@@ -96,7 +96,7 @@ class CanonicalRun(Run):
         if with_stats:
             self._stats_e[...] = 0.0
             self._stats_d[...] = 0.0
-        return {"row": 0, "lr": c.lr_at(self.epoch), "with_stats": with_stats,
+        return {"kind": "train", "row": 0, "lr": c.lr_at(self.epoch), "with_stats": with_stats,
                 "order": self.rng.permutation(self.data.train.shape[0])}
 
     def finish_epoch(self, ctx: dict, loss: float) -> float:

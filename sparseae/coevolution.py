@@ -32,7 +32,8 @@ import numpy as np
 from sparseae.config import TrainConfig
 from sparseae.errors import ConfigError
 from sparseae.evaluation import best_centre, centre, population_metrics
-from sparseae.metrics import figure_epoch, mean_jaccard, mean_pairwise_l2, preserved_total
+from sparseae.backend import EVAL_CHUNK
+from sparseae.metrics import figure_epoch, mean_distance, mean_overlap, preserved_total
 from sparseae.model import Arena, Autoencoder
 from sparseae.operators import prune_event
 from sparseae.ring import best_case_fitness, mutate_lr, neighbourhood, tournament
@@ -113,22 +114,31 @@ class LipiRun(Run):
     def halves(self) -> tuple:
         return self.encoders, self.decoders
 
+    def bind_centres(self, enc: Arena, dec: Arena) -> None:
+        enc.copy_row(slice(None), slice(None), source=self.encoders)
+        dec.copy_row(slice(None), slice(None), source=self.decoders)
+        self.encoders, self.decoders = enc, dec
+
     # ------------------------------------------------------------------ one cell
 
     def _batch(self) -> np.ndarray:
+        """Indices of one training batch (without replacement)."""
         n = self.data.train.shape[0]
-        return self.data.train[self.rng.choice(n, self.config.batch_size, replace=False)]
+        return self.rng.choice(n, self.config.batch_size, replace=False)
 
-    def begin_cell(self, cell: int, row: int = 0) -> dict:
-        """Steps 1-3 for one cell: neighbourhood, all-pairs L1, tournament; the
-        winning pair is copied to work row ``row``, ready for training."""
+    def begin_cell(self, cell: int, row: int = 0):
+        """Steps 1-3 for one cell (a generator: it yields the all-pairs request):
+        neighbourhood, all-pairs L1, tournament; the winning pair is copied to
+        work row ``row``; returns the training request."""
         c = self.config
         E, D = self.encoders, self.decoders
         we, wd, stats_e, stats_d = self.work()
         idx = neighbourhood(cell, self.n_cells, c.radius)
-        losses = self.backend.all_pairs(E.params[idx], E.table, D.params[idx], D.table,
-                                        self._batch())
-        fitness = best_case_fitness(losses)
+        batch = self._batch()
+        req = {"kind": "pairs", "arena": "centres", "enc": idx, "dec": idx, "rows": batch,
+               "chunk": len(batch)}
+        yield [req]
+        fitness = best_case_fitness(req["result"])
         win = tournament(fitness, self.rng)
         src = int(idx[win])
         moments = c.adam != "fresh"  # a fresh Adam's moments are 0 in every row
@@ -139,20 +149,25 @@ class LipiRun(Run):
         if with_stats:
             stats_e[row] = 0.0
             stats_d[row] = 0.0
-        return {"cell": cell, "row": row, "selection_loss": float(fitness[win]),
+        return {"kind": "train", "cell": cell, "row": row,
+                "selection_loss": float(fitness[win]),
                 "operator": operator, "with_stats": with_stats, "lr": float(self.cell_lr[cell]),
                 "order": self.rng.permutation(self.data.train.shape[0])}
 
-    def finish_cell(self, ctx: dict) -> dict:
-        """Steps 5-6: evaluate, maybe prune, replace the centre, mutate the lr."""
+    def finish_cell(self, ctx: dict):
+        """Steps 5-6 (a generator: it yields the replacement's evaluation):
+        evaluate, maybe prune, replace the centre, mutate the lr; returns the
+        cell's record."""
         c = self.config
         E, D = self.encoders, self.decoders
         we, wd, stats_e, stats_d = self.work()
         wi, cell, operator = ctx["row"], ctx["cell"], ctx["operator"]
         self.steps += self._steps_per_epoch
         batch = self._batch()
-        replacement = float(self.backend.evaluate(we.params[wi:wi + 1], we.table,
-                                                  wd.params[wi:wi + 1], wd.table, batch)[0])
+        req = {"kind": "pairs", "arena": "work", "enc": [wi], "dec": [wi], "rows": batch,
+               "chunk": len(batch)}
+        yield [req]
+        replacement = float(req["result"][0, 0])
         pruned = 0
         if operator != "none":
             n = 2 * c.radius + 1
@@ -169,10 +184,13 @@ class LipiRun(Run):
                 "preserved": preserved_total(E, D, cell, cell, c.regrowth), "pruned": pruned}
 
     def step_cell(self, cell: int) -> dict:
-        """Run steps 1-6 for one cell; return its record."""
-        ctx = self.begin_cell(cell)
-        self.train_requests([ctx])
-        return self.finish_cell(ctx)
+        """Run steps 1-6 for one cell here; return its record."""
+        return _here(self, self._cell_steps(cell))
+
+    def _cell_steps(self, cell: int):
+        ctx = yield from self.begin_cell(cell)
+        yield [ctx]
+        return (yield from self.finish_cell(ctx))
 
     # ------------------------------------------------------------------ one epoch
 
@@ -187,34 +205,41 @@ class LipiRun(Run):
         t0 = time.perf_counter()
         rec = {k: np.zeros(self.n_cells) for k in CELL_SERIES}
         if self.config.sync_cells:
-            ctxs = [self.begin_cell(int(cell), row=j) for j, cell in enumerate(self.order)]
+            ctxs = []
+            for j, cell in enumerate(self.order):
+                ctxs.append((yield from self.begin_cell(int(cell), row=j)))
             yield ctxs
             for ctx in ctxs:
-                self._record(rec, ctx["cell"], self.finish_cell(ctx))
+                self._record(rec, ctx["cell"], (yield from self.finish_cell(ctx)))
         else:
             for cell in self.order:
-                ctx = self.begin_cell(int(cell))
+                ctx = yield from self.begin_cell(int(cell))
                 yield [ctx]
-                self._record(rec, int(cell), self.finish_cell(ctx))
-        self.end_epoch(rec, time.perf_counter() - t0)
+                self._record(rec, int(cell), (yield from self.finish_cell(ctx)))
+        yield from self.end_epoch(rec)
+        self.seconds += time.perf_counter() - t0
 
     @staticmethod
     def _record(rec: dict, cell: int, r: dict) -> None:
         for k in CELL_SERIES:
             rec[k][cell] = r[k]
 
-    def end_epoch(self, rec: dict, seconds: float) -> None:
-        """Record the epoch's cell and population series, reshuffle the order."""
-        t0 = time.perf_counter()
+    def end_epoch(self, rec: dict):
+        """Record the epoch's cell and population series, reshuffle the order (a
+        generator: it yields the population statistics' request and, on the
+        figures' epochs, the centres' evaluation on the training split)."""
         for k in CELL_SERIES:
             self.history[k].append(rec[k])
         h = self.history
         E, D = self.encoders, self.decoders
         h["best_replacement_loss"].append(float(rec["replacement_loss"].min()))
-        h["diversity_encoder"].append(mean_pairwise_l2(E.params))
-        h["diversity_decoder"].append(mean_pairwise_l2(D.params))
-        h["jaccard_encoder"].append(mean_jaccard(E.mask))
-        h["jaccard_decoder"].append(mean_jaccard(D.mask))
+        req = {"kind": "population"}
+        yield [req]
+        d2_e, ov_e, d2_d, ov_d = req["result"]
+        h["diversity_encoder"].append(mean_distance(d2_e))
+        h["diversity_decoder"].append(mean_distance(d2_d))
+        h["jaccard_encoder"].append(mean_overlap(ov_e))
+        h["jaccard_decoder"].append(mean_overlap(ov_d))
         if self.config.regrowth:
             h["preserved_encoder"].append(float(1 - np.maximum(E.zeros, 0).mean() / E.n))
             h["preserved_decoder"].append(float(1 - np.maximum(D.zeros, 0).mean() / D.n))
@@ -222,12 +247,14 @@ class LipiRun(Run):
             h["preserved_encoder"].append(float(E.mask.mean()))
             h["preserved_decoder"].append(float(D.mask.mean()))
         if figure_epoch(self.epoch):
+            rows = np.arange(self.data.train.shape[0])
+            reqs = [{"kind": "pairs", "arena": "centres", "enc": [k], "dec": [k], "rows": rows,
+                     "chunk": EVAL_CHUNK} for k in range(self.n_cells)]
+            yield reqs
             h["figure_epoch"].append(self.epoch)
-            h["mean_l1"].append(float(np.mean(self.backend.evaluate(
-                E.params, E.table, D.params, D.table, self.data.train))))
+            h["mean_l1"].append(float(np.mean([r["result"][0, 0] for r in reqs])))
         self.order = self.rng.permutation(self.n_cells)
         self.epoch += 1
-        self.seconds += seconds + time.perf_counter() - t0
 
     # --------------------------------------------------------------- results
 
@@ -285,3 +312,14 @@ class LipiRun(Run):
                             else [int(x) for x in ck.history[k]] if k == "figure_epoch"
                             else [float(x) for x in ck.history[k]])
                         for k in CELL_SERIES + POP_SERIES + FIGURE_SERIES}
+
+
+def _here(run: Run, steps):
+    """Carry out the requests of generator ``steps`` on ``run``; return its value."""
+    try:
+        reqs = next(steps)
+        while True:
+            run.fulfil(reqs)
+            reqs = next(steps)
+    except StopIteration as stop:
+        return stop.value

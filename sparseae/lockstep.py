@@ -62,10 +62,12 @@ def requests_left(run) -> int:
 
 
 def group_key(run) -> tuple:
-    """Runs with equal keys can be trained in one call at every step."""
+    """Runs with equal keys can be trained in one call at every step (and their
+    evaluations batched: the same paradigm and population)."""
     c = run.config
-    return (c.device, run.arch.sizes, c.batch_size, run.data.train.shape, c.adam == "fresh",
-            c.beta1, c.beta2, c.eps, run.work_rows, requests_left(run))
+    return (c.device, c.paradigm, c.population if c.paradigm == "lipi" else 1, run.arch.sizes,
+            c.batch_size, run.data.train.shape, c.adam == "fresh", c.beta1, c.beta2, c.eps,
+            run.work_rows, requests_left(run))
 
 
 class Group:
@@ -108,8 +110,8 @@ class Group:
             self.X[lo:lo + n] = train
         self.offset = np.asarray(offset, np.int64)
         self.X_device = self.X if self.device == "cpu" else self.kernels.to_device(self.X)
-        # the runs' own evaluations (all-pairs, replacement L1, CONJUNCTIVE marks) run on
-        # the CPU threads of their host work; only the group's training goes to the device
+        # the runs' own kernel calls (CONJUNCTIVE marks) run on the CPU threads of
+        # their host work; the group's training goes to its device
         host = backend.get("cpu")
         for j, run in enumerate(self.runs):
             run.backend = host
@@ -119,12 +121,31 @@ class Group:
             o = int(self.offset[j])
             d = run.data
             run.data = Dataset(self.X[o:o + n], d.test, d.validation)
+        # Lipi-AE-S centres live in the group's arenas too, so that every run's
+        # evaluations of a step (all-pairs, replacement, population statistics,
+        # the figure metric) are one call of the group's device
+        self.cells = c.population if c.paradigm == "lipi" else 0
+        if self.cells:
+            R, N = len(self.runs), self.cells
+            self.centres_e = Arena(first.arch.encoder_shapes(), R * N)
+            self.centres_d = Arena(first.arch.decoder_shapes(), R * N)
+            for j, run in enumerate(self.runs):
+                run.bind_centres(self.centres_e.rows(j * N, (j + 1) * N),
+                                 self.centres_d.rows(j * N, (j + 1) * N))
+        # The batched evaluations run on the CPU (one parallel call per kind and
+        # step).  kernels.cuda has the same calls, but a group's arenas live on the
+        # host: a launch would copy every run's centres to the device and back,
+        # which costs more than the evaluation saves until the arenas stay on the
+        # device (README, "GPU": not done yet).
+        self.evaluator = backend.get("cpu")
+        self.call = None  # set by run_lockstep: the thread every device call goes through
         self.programs = [None] * len(self.runs)
         self.seconds = [0.0] * len(self.runs)  # each run's host work
         self.index = {id(run): j for j, run in enumerate(self.runs)}
         self.pending = [None] * len(self.runs)
         self.steps = 0  # training calls made
         self.train_seconds = 0.0  # in the training calls
+        self.eval_seconds = 0.0  # in the batched evaluation calls
         self.host_seconds = 0.0  # in the runs' host work between them
 
     def advance(self, pool=None) -> list:
@@ -138,21 +159,31 @@ class Group:
         return finished
 
     def prepare(self, pool=None) -> list:
-        """The host half of a step: resume every run up to its next request and
-        stage the requests (orders, lrs); return the runs that finished."""
+        """The host half of a step: resume every run up to its next training
+        request -- carrying out the evaluation requests on the way, every run's
+        of one kind in one call -- and stage the training requests (orders,
+        lrs); return the runs that finished."""
         t_host = time.perf_counter()
+        evals = self.eval_seconds
         finished = []
-        n = len(self.runs)
-        requests = map(self._next, range(n)) if pool is None else pool.map(self._next, range(n))
-        for j, (run, ctxs) in enumerate(zip(self.runs, requests)):
-            if ctxs is None:
-                finished.append(run)
-                continue
-            self.pending[j] = ctxs
-        if finished:
-            assert len(finished) == len(self.runs), "a group's runs must finish together"
-            self.host_seconds += time.perf_counter() - t_host
-            return finished
+        todo = list(range(len(self.runs)))
+        while todo:
+            results = map(self._next, todo) if pool is None else pool.map(self._next, todo)
+            waiting = []
+            for j, reqs in zip(todo, results):
+                if reqs is None:
+                    finished.append(self.runs[j])
+                    continue
+                self.pending[j] = reqs
+                if reqs[0]["kind"] != "train":
+                    waiting.append(j)
+            if finished:
+                assert len(finished) == len(self.runs), "a group's runs must finish together"
+                self.host_seconds += time.perf_counter() - t_host - (self.eval_seconds - evals)
+                return finished
+            if waiting:
+                self.evaluate(waiting)
+            todo = waiting
         self.with_stats = False
         for j, ctxs in enumerate(self.pending):
             base = j * self.width
@@ -163,8 +194,44 @@ class Group:
                 self.orders[r] += self.offset[j]
                 self.lrs[r] = ctx["lr"]
                 self.with_stats = self.with_stats or ctx["with_stats"]
-        self.host_seconds += time.perf_counter() - t_host
+        self.host_seconds += time.perf_counter() - t_host - (self.eval_seconds - evals)
         return []
+
+    def evaluate(self, js: list) -> None:
+        """Carry out the pending evaluation requests of runs ``js``, every kind and
+        shape in one call of the group's device."""
+        from sparseae.run import fulfil_pairs
+
+        t0 = time.perf_counter()
+        N, W = self.cells, self.width
+        by_arena, population = {}, []
+        for j in js:
+            for req in self.pending[j]:
+                if req["kind"] == "pairs":
+                    base = (j * (N if req["arena"] == "centres" else W), int(self.offset[j]))
+                    by_arena.setdefault(req["arena"], []).append((req, base))
+                elif req["kind"] == "population":
+                    population.append((j, req))
+                else:
+                    raise ValueError(f"unknown request kind {req['kind']!r}")
+        arenas = {"work": (self.enc, self.dec)}
+        if N:
+            arenas["centres"] = (self.centres_e, self.centres_d)
+        for name, items in by_arena.items():
+            enc, dec = arenas[name]
+            X = self.X if self.evaluator.device == "cpu" else self.X_device
+            self._device(lambda: fulfil_pairs(self.evaluator, enc, dec, X,
+                                              [r for r, _ in items], [b for _, b in items]))
+        if population:
+            stats = self._device(lambda: [
+                self.evaluator.population_stats(h.params, h.mask, N)
+                for h in (self.centres_e, self.centres_d)])
+            for j, req in population:
+                req["result"] = (stats[0][0][j], stats[0][1][j], stats[1][0][j], stats[1][1][j])
+        self.eval_seconds += time.perf_counter() - t0
+
+    def _device(self, fn):
+        return fn() if self.call is None else self.call(fn)
 
     def train(self) -> np.ndarray:
         """The device half of a step: one training call for every staged
@@ -218,9 +285,10 @@ class Group:
                 self.programs[j] = None
 
     def run_seconds(self, run) -> float:
-        """A run's own time so far: its host work plus its share of the training calls."""
+        """A run's own time so far: its host work plus its share of the training and
+        evaluation calls."""
         j = self.index[id(run)]
-        return self.seconds[j] + self.train_seconds / len(self.runs)
+        return self.seconds[j] + (self.train_seconds + self.eval_seconds) / len(self.runs)
 
 
 def make_groups(runs: list, max_runs: int = MAX_GROUP_RUNS, split: int = 1) -> list:
@@ -260,8 +328,9 @@ def run_lockstep(runs: list, on_finish=None, abort=None, max_runs: int = MAX_GRO
     so none of this changes any result (tested on the CPU).
 
     ``timing`` (a dict) receives the groups' total ``train_seconds`` (in the
-    training calls), ``host_seconds`` (the runs' work between them),
-    ``train_calls`` and ``groups``.
+    training calls), ``eval_seconds`` (in the batched evaluation calls),
+    ``host_seconds`` (the runs' own work between them), ``train_calls`` and
+    ``groups``.
     """
     from sparseae.kernels import cpu
 
@@ -281,10 +350,14 @@ def run_lockstep(runs: list, on_finish=None, abort=None, max_runs: int = MAX_GRO
                 cf.ThreadPoolExecutor(threads, thread_name_prefix="lockstep"))
             trainer = None if not overlap else stack.enter_context(
                 cf.ThreadPoolExecutor(1, thread_name_prefix="lockstep-train"))
+            if trainer is not None:  # every device call from one thread, in order
+                for g in groups:
+                    g.call = lambda fn: trainer.submit(fn).result()
             return _loop(groups, pool, trainer, on_finish, abort)
     finally:
         if timing is not None:
             timing.update(train_seconds=sum(g.train_seconds for g in every),
+                          eval_seconds=sum(g.eval_seconds for g in every),
                           host_seconds=sum(g.host_seconds for g in every),
                           train_calls=sum(g.steps for g in every), groups=len(every))
 

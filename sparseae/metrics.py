@@ -187,18 +187,38 @@ def compact(model, row_e: int = 0, row_d: int = 0) -> CompactNetwork:
 # ------------------------------------------------------------------ population
 
 
+def mean_distance(d2: np.ndarray) -> float:
+    """Mean L2 distance over the pairs of a population, from its ``(n, n)`` squared
+    distances (:func:`sparseae.kernels.cpu.pairwise_sq_l2`)."""
+    n = d2.shape[0]
+    if n < 2:
+        return 0.0
+    iu = np.triu_indices(n, 1)
+    return float(np.sqrt(d2[iu]).mean())
+
+
+def mean_overlap(overlaps: np.ndarray) -> float:
+    """Mean Jaccard overlap of the live entries over the pairs of a population's
+    masks (1 when both are empty), from the ``(n, n)`` counts of entries live in
+    both (the diagonal: each mask's live count)."""
+    n = overlaps.shape[0]
+    if n < 2:
+        return 1.0
+    inter = overlaps.astype(np.float64)
+    live = np.diag(inter)
+    union = live[:, None] + live[None, :] - inter
+    iu = np.triu_indices(n, 1)
+    u = union[iu]
+    return float(np.where(u > 0, inter[iu] / np.where(u > 0, u, 1.0), 1.0).mean())
+
+
 def mean_pairwise_l2(rows: np.ndarray) -> float:
     """Mean L2 distance over all pairs of rows (a population's diversity); the
     differences are taken in float64, so centres that differ in a few weights
     still get an accurate distance."""
     from sparseae.kernels import cpu
 
-    n = rows.shape[0]
-    if n < 2:
-        return 0.0
-    d2 = cpu.pairwise_sq_l2(np.ascontiguousarray(rows, np.float32))
-    iu = np.triu_indices(n, 1)
-    return float(np.sqrt(d2[iu]).mean())
+    return mean_distance(cpu.pairwise_sq_l2(np.ascontiguousarray(rows, np.float32)))
 
 
 def mean_jaccard(masks: np.ndarray) -> float:
@@ -206,12 +226,4 @@ def mean_jaccard(masks: np.ndarray) -> float:
     both are empty), from exact counts (single-threaded, no BLAS)."""
     from sparseae.kernels import cpu
 
-    n = masks.shape[0]
-    if n < 2:
-        return 1.0
-    inter = cpu.mask_overlaps(np.ascontiguousarray(masks, np.uint8)).astype(np.float64)
-    live = np.diag(inter)
-    union = live[:, None] + live[None, :] - inter
-    iu = np.triu_indices(n, 1)
-    u = union[iu]
-    return float(np.where(u > 0, inter[iu] / np.where(u > 0, u, 1.0), 1.0).mean())
+    return mean_overlap(cpu.mask_overlaps(np.ascontiguousarray(masks, np.uint8)))

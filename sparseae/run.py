@@ -6,15 +6,25 @@ resumes through checkpoints.  :class:`~sparseae.canonical.CanonicalRun` and
 :class:`~sparseae.coevolution.LipiRun` add only what differs: their state,
 what one epoch does, their summary.
 
-An epoch is a generator of training requests (:meth:`Run.epoch_steps`): the
-run does its own host work (selection, pruning decisions, replacement) with
-its own Generator and yields the list of request contexts it wants trained
-next -- dicts with the work ``row``, the ``lr``, the batch ``order`` and
-``with_stats`` -- then expects them trained (``ctx["loss"]`` set) when it is
-resumed.  :meth:`Run.run_epoch` trains them here, one backend call per yield;
-a lockstep sweep (:mod:`sparseae.lockstep`) binds many runs' work rows into
-one group's arenas (:meth:`Run.bind_work`) and trains every run's request of
-a step in one call.  So a run's results are the same either way.
+An epoch is a generator of requests (:meth:`Run.epoch_steps`): the run does
+its own host work (selection, pruning decisions, replacement) with its own
+Generator and yields a list of requests of one ``kind``, then expects them
+carried out when it is resumed:
+
+* ``train``: the work ``row``, the ``lr``, the batch ``order`` and
+  ``with_stats``; sets ``loss``;
+* ``pairs``: the L1 of encoder rows ``enc`` with decoder rows ``dec`` of the
+  ``arena`` named (``centres`` or ``work``) on the training rows ``rows``,
+  forwarded ``chunk`` at a time; sets ``result`` (``(len(enc), len(dec))``);
+* ``population``: the pairwise distances and mask overlaps of the centres;
+  sets ``result`` (``(d2_e, ov_e, d2_d, ov_d)``).
+
+:meth:`Run.run_epoch` carries them out here, one backend call per kind and
+shape; a lockstep sweep (:mod:`sparseae.lockstep`) binds many runs' arenas
+into one group's (:meth:`Run.bind_work`, :meth:`Run.bind_centres`) and
+carries out every run's requests of a step in one call per kind, on the
+group's device.  The same kernels compute every request either way, so a
+run's results are the same.
 """
 
 from __future__ import annotations
@@ -106,6 +116,16 @@ class Run:
         """The ``(encoder, decoder)`` arenas a checkpoint holds."""
         raise NotImplementedError
 
+    def pair_arenas(self, name: str) -> tuple:
+        """The ``(encoder, decoder)`` arenas a ``pairs`` request names."""
+        if name == "work":
+            return self.work()[:2]
+        return self.halves()
+
+    def bind_centres(self, enc, dec) -> None:
+        """Keep the centres in ``enc``/``dec`` (rows of a lockstep group's arenas)."""
+        raise NotImplementedError
+
     def summary(self) -> dict:
         raise NotImplementedError
 
@@ -136,10 +156,26 @@ class Run:
             ctx["loss"] = float(loss)
         self.train_seconds += time.perf_counter() - t0
 
+    def fulfil(self, reqs: list) -> None:
+        """Carry out one yield's requests here."""
+        kind = reqs[0]["kind"]
+        if kind == "train":
+            self.train_requests(reqs)
+        elif kind == "pairs":
+            enc, dec = self.pair_arenas(reqs[0]["arena"])
+            fulfil_pairs(self.backend, enc, dec, self.data.train, reqs, [(0, 0)] * len(reqs))
+        elif kind == "population":
+            stats = [self.backend.population_stats(h.params, h.mask, h.population)
+                     for h in self.halves()]
+            for req in reqs:
+                req["result"] = (stats[0][0][0], stats[0][1][0], stats[1][0][0], stats[1][1][0])
+        else:
+            raise ValueError(f"unknown request kind {kind!r}")
+
     def run_epoch(self) -> None:
-        """One epoch, training each request here."""
-        for ctxs in self.epoch_steps():
-            self.train_requests(ctxs)
+        """One epoch, carrying out each request here."""
+        for reqs in self.epoch_steps():
+            self.fulfil(reqs)
 
     def run(self, callback=None, stop=None) -> dict:
         """Train the remaining epochs and return :meth:`summary`.
@@ -205,3 +241,24 @@ class Run:
             setattr(run, key, float(ck.state[key]))
         run.restore(ck, path)
         return run
+
+
+def fulfil_pairs(backend, enc, dec, X, reqs: list, bases: list) -> None:
+    """Carry out ``pairs`` requests with as few backend calls as there are shapes.
+
+    ``enc``/``dec``: the arenas the requests' rows index, ``X`` the training
+    matrix their ``rows`` index; request ``i``'s indices are offset by
+    ``bases[i] = (arena row, data row)`` (a lockstep group's runs have their
+    rows at different places).  Sets every ``result``.
+    """
+    by_shape = {}
+    for req, base in zip(reqs, bases):
+        key = (len(req["enc"]), len(req["dec"]), len(req["rows"]), req["chunk"])
+        by_shape.setdefault(key, []).append((req, base))
+    for (_, _, _, chunk), items in by_shape.items():
+        e = np.stack([np.asarray(r["enc"], np.int64) + b[0] for r, b in items])
+        d = np.stack([np.asarray(r["dec"], np.int64) + b[0] for r, b in items])
+        rows = np.stack([np.asarray(r["rows"], np.int64) + b[1] for r, b in items])
+        out = backend.pairs(enc.params, enc.table, dec.params, dec.table, X, e, d, rows, chunk)
+        for q, (req, _) in enumerate(items):
+            req["result"] = out[q]

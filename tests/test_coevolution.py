@@ -118,16 +118,23 @@ def test_later_cell_sees_centres_updated_earlier_in_the_epoch(monkeypatch):
     run = LipiRun(TrainConfig(epochs=1, **TINY))
     initial0 = run.encoders.params[0].copy()
     seen = []
-    real = cpu.all_pairs_l1
+    real = cpu.pairs_l1_many
 
-    def spy(PE, le, PD, ld, X):
-        seen.append(PE.copy())
-        return real(PE, le, PD, ld, X)
+    def spy(PE, le, PD, ld, X, enc, dec, rows, chunk):
+        if enc.shape[1] == 3:  # a neighbourhood's all-pairs (not a replacement's L1)
+            seen.append(PE[enc[0]].copy())
+        return real(PE, le, PD, ld, X, enc, dec, rows, chunk)
 
-    monkeypatch.setattr(cpu, "all_pairs_l1", spy)
+    monkeypatch.setattr(cpu, "pairs_l1_many", spy)
     after0 = []
     orig = run.finish_cell
-    run.finish_cell = lambda ctx: (orig(ctx), after0.append(run.encoders.params[0].copy()))[0]
+
+    def finish(ctx):  # a generator: it yields the replacement's evaluation
+        rec = yield from orig(ctx)
+        after0.append(run.encoders.params[0].copy())
+        return rec
+
+    run.finish_cell = finish
     run.run_epoch()  # first epoch: cells 0, 1, 2, 3 in order
     np.testing.assert_array_equal(seen[0][0], initial0)
     # cell 1's neighbourhood is [1, 0, 2]: it sees cell 0's centre as replaced by cell 0's visit
@@ -281,16 +288,21 @@ def test_sync_cells_reads_previous_epoch_centres_and_is_deterministic(monkeypatc
     run = LipiRun(cfg)
     initial = run.encoders.params.copy()
     seen = []
-    real = cpu.all_pairs_l1
-    monkeypatch.setattr(cpu, "all_pairs_l1",
-                        lambda PE, le, PD, ld, X: (seen.append(PE.copy()), real(PE, le, PD, ld, X))[1])
+    real = cpu.pairs_l1_many
+
+    def spy(PE, le, PD, ld, X, enc, dec, rows, chunk):
+        if enc.shape[1] == 3:  # a neighbourhood's all-pairs (not a replacement's L1)
+            seen.append(PE[enc[0]].copy())
+        return real(PE, le, PD, ld, X, enc, dec, rows, chunk)
+
+    monkeypatch.setattr(cpu, "pairs_l1_many", spy)
     run.run_epoch()
     # every cell of the first epoch selected among the centres as they were before it
     for j, cell in enumerate(range(4)):
         idx = [cell, (cell - 1) % 4, (cell + 1) % 4]
         np.testing.assert_array_equal(seen[j], initial[idx])
     assert not np.array_equal(run.encoders.params, initial)
-    monkeypatch.setattr(cpu, "all_pairs_l1", real)
+    monkeypatch.setattr(cpu, "pairs_l1_many", real)
     run.run_epoch()
     again = LipiRun(cfg)
     again.run()

@@ -480,8 +480,8 @@ else:
                     schedule="fixed", prune_probability=1.0, lr=3e-3, seed=3,
                     operator="conjunctive", heldout=4)
         calls = []
-        for name in ("train_epoch_many", "all_pairs_l1", "evaluate_l1_many",
-                     "conjunctive_marks_many"):
+        for name in ("train_epoch_many", "pairs_l1_many", "evaluate_l1_many",
+                     "conjunctive_marks_many", "population_stats_many"):
             real = getattr(ck, name)
             monkeypatch.setattr(ck, name, lambda *a, _f=real, _n=name: (calls.append(_n),
                                                                         _f(*a))[1])
@@ -489,7 +489,7 @@ else:
         for device in ("cuda", "cpu"):
             if device == "cuda":
                 for name in ("train_epoch", "train_epoch_many", "all_pairs_l1", "evaluate_l1",
-                             "conjunctive_marks"):
+                             "conjunctive_marks", "pairs_l1_many", "population_stats_many"):
                     monkeypatch.setattr(
                         cpu, name, lambda *a, _n=name: pytest.fail(f"cpu.{_n} called"))
             else:
@@ -503,8 +503,8 @@ else:
                 results[(device, cls.__name__)] = (m.encoder.params.copy(), run.history)
                 if device == "cuda":
                     assert run.backend is backend.get("cuda")
-        assert set(calls) == {"train_epoch_many", "all_pairs_l1", "evaluate_l1_many",
-                              "conjunctive_marks_many"}
+        assert set(calls) == {"train_epoch_many", "pairs_l1_many", "evaluate_l1_many",
+                              "conjunctive_marks_many", "population_stats_many"}
         for name in ("LipiRun", "CanonicalRun"):
             g, c = results[("cuda", name)], results[("cpu", name)]
             np.testing.assert_allclose(g[0], c[0], rtol=1e-4, atol=1e-5)
@@ -531,3 +531,35 @@ else:
         assert len(gpu_calls) == 3  # test, train, validation
         for key in ("test_l1", "train_l1", "validation_l1"):
             assert got[key] == pytest.approx(want[key], rel=1e-6)
+
+
+    # ------------------------------------------------------- batched evaluations
+
+    def test_pairs_l1_many_matches_cpu():
+        """Many runs' all-pairs evaluations on their own batches in one launch."""
+        E, D = population((6, 4, 5, 2), 120)  # P = 3 rows each
+        rng = np.random.default_rng(121)
+        X = data(rng, 11, 6)
+        enc = np.array([[0, 2], [1, 1], [2, 0]])
+        dec = np.array([[1, 2, 0], [0, 0, 2], [2, 1, 1]])
+        rows = np.stack([rng.choice(11, 5, replace=False) for _ in range(3)])
+        got = ck.pairs_l1_many(E.params, E.table, D.params, D.table, X, enc, dec, rows, 5)
+        want = cpu.pairs_l1_many(E.params, E.table, D.params, D.table, X, enc, dec, rows, 5)
+        assert got.shape == (3, 2, 3) and got.dtype == np.float64
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        # each entry is that pair's all-pairs L1 on its batch
+        for q in range(3):
+            ref = cpu.all_pairs_l1(E.params[enc[q]], E.table, D.params[dec[q]], D.table,
+                                   X[rows[q]])
+            np.testing.assert_array_equal(want[q], ref)
+
+    def test_population_stats_many_matches_cpu():
+        E, _ = population((7, 5, 3), 130, prune=0.4)  # P = 3
+        params = np.concatenate([E.params, E.params[::-1]])  # 2 populations of 3
+        masks = np.concatenate([E.mask, E.mask[::-1]])
+        d2, ov = ck.population_stats_many(params, masks, 3)
+        cd2, cov = cpu.population_stats_many(params, masks, 3)
+        assert d2.shape == ov.shape == (2, 3, 3)
+        np.testing.assert_allclose(d2, cd2, rtol=1e-12, atol=0)
+        np.testing.assert_array_equal(ov, cov)
+        assert np.all(np.diag(ov[0]) == E.mask.sum(axis=1))

@@ -251,3 +251,43 @@ def test_cli_lockstep_flag(tmp_path):
     # one group of the two trials: 3 epochs x 3 cells of training calls
     assert "in lockstep: 1 group, 9 training calls" in r.output
     assert len(load_results(tmp_path / "s.h5")) == 2
+
+
+def test_a_groups_evaluations_are_one_call_per_kind_and_step(alone, monkeypatch):
+    """Lipi-AE-S runs ask for their all-pairs L1, replacement L1, population
+    statistics and figure metric as requests: a group carries out every run's
+    request of a step in one call, and the runs still end as they do alone."""
+    calls = []
+    real_pairs, real_pop = cpu.pairs_l1_many, cpu.population_stats_many
+
+    def pairs(PE, le, PD, ld, X, enc, dec, rows, chunk):
+        calls.append(("pairs", enc.shape, rows.shape[1]))
+        return real_pairs(PE, le, PD, ld, X, enc, dec, rows, chunk)
+
+    def pop(params, masks, n):
+        calls.append(("population", params.shape[0] // n, n))
+        return real_pop(params, masks, n)
+
+    monkeypatch.setattr(cpu, "pairs_l1_many", pairs)
+    monkeypatch.setattr(cpu, "population_stats_many", pop)
+    lipi = [c for c in configs() if c.paradigm == "lipi" and not c.sync_cells][:2]
+    runs = [make_run(c) for c in lipi]  # one group of 2 runs, 3 cells, radius 1
+    (g,) = lockstep.make_groups(runs)
+    assert g.centres_e.population == 6
+    assert np.shares_memory(runs[1].encoders.params, g.centres_e.params)
+    lockstep.run_lockstep(runs, threads=1)
+    E = runs[0].config.epochs
+    # per cell: one all-pairs call for both runs' 3x3 neighbourhoods on 3-sample
+    # batches, one replacement call; per epoch: one population call per half; the
+    # figure metric after epoch 0: the 2 x 3 centres on the training split
+    n_train = runs[0].data.train.shape[0]
+    want = []
+    for epoch in range(E):
+        want += [("pairs", (2, 3), 3), ("pairs", (2, 1), 3)] * 3
+        want += [("population", 2, 3)] * 2
+        if epoch == 0:
+            want.append(("pairs", (6, 1), n_train))
+    assert calls == want
+    for run, c in zip(runs, lipi):
+        ref = next(r for r, cfg in zip(alone, configs()) if cfg == c)
+        assert_same(results(run), ref[0])

@@ -135,6 +135,7 @@ def _run(spec, out, trials, todo, skipped, executor, n_workers, lockstep, progre
              "lockstep": lockstep}
     if lockstep:
         stats["lockstep_timing"] = {"groups": 0, "train_calls": 0, "train_seconds": 0.0,
+                                    "eval_seconds": 0.0,
                                     "host_seconds": 0.0}
     started = _now()
     t0 = time.perf_counter()
