@@ -112,11 +112,10 @@ def test_first_epoch_visits_in_index_order_then_reshuffles():
     assert any(o != list(range(6)) for o in orders)
 
 
-def test_later_cell_sees_centres_updated_earlier_in_the_epoch(monkeypatch):
+def spy_neighbourhoods(monkeypatch) -> list:
+    """Record the encoder rows of every neighbourhood's all-pairs evaluation."""
     from sparseae.kernels import cpu
 
-    run = LipiRun(TrainConfig(epochs=1, **TINY))
-    initial0 = run.encoders.params[0].copy()
     seen = []
     real = cpu.pairs_l1_many
 
@@ -126,6 +125,13 @@ def test_later_cell_sees_centres_updated_earlier_in_the_epoch(monkeypatch):
         return real(PE, le, PD, ld, X, enc, dec, rows, chunk)
 
     monkeypatch.setattr(cpu, "pairs_l1_many", spy)
+    return seen
+
+
+def test_later_cell_sees_centres_updated_earlier_in_the_epoch(monkeypatch):
+    run = LipiRun(TrainConfig(epochs=1, **TINY))
+    initial0 = run.encoders.params[0].copy()
+    seen = spy_neighbourhoods(monkeypatch)
     after0 = []
     orig = run.finish_cell
 
@@ -282,27 +288,17 @@ def test_cpu_train_epoch_many_equals_one_pair_at_a_time():
 
 
 def test_sync_cells_reads_previous_epoch_centres_and_is_deterministic(monkeypatch):
-    from sparseae.kernels import cpu
-
     cfg = TrainConfig(epochs=2, sync_cells=True, **TINY)
     run = LipiRun(cfg)
     initial = run.encoders.params.copy()
-    seen = []
-    real = cpu.pairs_l1_many
-
-    def spy(PE, le, PD, ld, X, enc, dec, rows, chunk):
-        if enc.shape[1] == 3:  # a neighbourhood's all-pairs (not a replacement's L1)
-            seen.append(PE[enc[0]].copy())
-        return real(PE, le, PD, ld, X, enc, dec, rows, chunk)
-
-    monkeypatch.setattr(cpu, "pairs_l1_many", spy)
+    seen = spy_neighbourhoods(monkeypatch)
     run.run_epoch()
     # every cell of the first epoch selected among the centres as they were before it
     for j, cell in enumerate(range(4)):
         idx = [cell, (cell - 1) % 4, (cell + 1) % 4]
         np.testing.assert_array_equal(seen[j], initial[idx])
     assert not np.array_equal(run.encoders.params, initial)
-    monkeypatch.setattr(cpu, "pairs_l1_many", real)
+    monkeypatch.undo()
     run.run_epoch()
     again = LipiRun(cfg)
     again.run()
