@@ -112,7 +112,7 @@ class DataArg(FilePath):
                 if not folder.strip():
                     self.fail(f"{kind}: needs a folder ({kind}:DIR, the folder of the "
                               f"{datasets.FOLDER_KINDS[kind]} IDX files)", param, ctx)
-                return f"{kind}:{os.path.abspath(folder)}"
+                return f"{kind}:{os.path.abspath(os.path.expanduser(folder))}"
         value = super().convert(value, param, ctx)
         if not os.path.exists(value):
             hint = ""

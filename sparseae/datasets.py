@@ -470,7 +470,7 @@ def mnist_folder(folder, split_seed: int = SPLIT_SEED, kind: str = "mnist"):
     from sparseae.data import Dataset
 
     label = FOLDER_KINDS[kind]
-    folder = os.fspath(folder)
+    folder = os.path.expanduser(os.fspath(folder))
     if not os.path.exists(folder):
         raise DataError(f"data: {kind}: folder not found: {folder}")
     if not os.path.isdir(folder):

@@ -452,3 +452,31 @@ def test_presets_follow_the_input_width():
             assert sizes[0] == d and len(sizes) == len(PRESETS[p])
             assert all(b <= max(1, a * 3 // 4) for a, b in zip(sizes, sizes[1:])), sizes
             assert all(b <= w for b, w in zip(sizes[1:], PRESETS[p][1:]))
+
+
+# ------------------------------------------------------------------ the study
+
+
+def test_study_spec_and_findings():
+    from bench import realdata
+    from sparseae.sweep import load_spec
+
+    for name, want in (("digits", "digits"), ("mnist1d", "mnist1d"),
+                       ("binary-clustering", None)):
+        spec = load_spec(realdata.SPEC, sets=[f"base.data={name}"])
+        assert [v.name for v in spec.variants] == list(realdata.CANONICAL + realdata.LIPI)
+        assert spec.trials == 5 and {v.config.data for v in spec.variants} == {want}
+        assert {v.config.profile for v in spec.variants} == {"gecco25"}
+    rows = {"canonical none": [0.3] * 5,
+            "canonical conjunctive-exponential": [0.20, 0.21, 0.22, 0.23, 0.24],
+            "canonical random-exponential": [0.30, 0.31, 0.32, 0.33, 0.34],
+            "canonical variance-exponential": [0.205, 0.215, 0.225, 0.25, 0.26],
+            "lipi none": [0.10, 0.11, 0.12, 0.13, 0.14],
+            "lipi random-exponential": [0.15, 0.16, 0.17, 0.18, 0.19],
+            "lipi conjunctive-final_n": [0.2] * 5, "lipi variance-population": [0.2] * 5}
+    got = {text: (ok, detail) for text, ok, detail in realdata.findings(rows)}
+    ok, detail = got["CONJUNCTIVE is the best operator in canonical training"]
+    assert ok == "holds (n.s.)" and "vs random p=0.00794" in detail  # variance overlaps
+    ok, detail = got["RANDOM-exponential is the best in Lipi-AE-S"]
+    assert ok == "FAILS" and "lowest median: lipi none 0.1200" in detail
+    assert got["Lipi-AE-S beats canonical training (none vs none)"][0] == "holds"
