@@ -491,7 +491,9 @@ def mnist_folder(folder, split_seed: int = SPLIT_SEED, kind: str = "mnist"):
     val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
 
     def scale(a):
-        return a.astype(np.float32) / np.float32(255.0)
+        x = a.astype(np.float32)
+        x /= np.float32(255.0)  # in place: one 4-byte array per split, not two
+        return x
 
     meta = {
         "dataset": kind,
