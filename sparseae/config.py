@@ -239,8 +239,9 @@ class TrainConfig:
             named = datasets.parse(data)
             if named is None and not os.path.isabs(data):
                 fields["data"] = os.path.normpath(os.path.join(folder, data))
-            elif named is not None and named[1] and not os.path.isabs(named[1]):
-                fields["data"] = f"{named[0]}:{os.path.normpath(os.path.join(folder, named[1]))}"
+            elif named is not None and named[1]:
+                where = os.path.expanduser(named[1])
+                fields["data"] = f"{named[0]}:{os.path.normpath(os.path.join(folder, where))}"
         fields.update(overrides)
         profile = fields.pop("profile", "default")
         if not isinstance(profile, str):

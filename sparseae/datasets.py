@@ -125,6 +125,8 @@ def _unjoin(path: str):
                 first = part[len(kind) + 1:]
                 prefix = os.sep.join(parts[:i]) or os.sep
                 rest = os.sep.join(parts[i + 1:])
+                if first.startswith("~"):  # "KIND:~/dir": the user's folder
+                    return kind, os.path.normpath(os.path.expanduser(os.path.join(first, rest)))
                 if first:  # "KIND:rel/dir" joined onto the folder
                     return kind, os.path.normpath(os.path.join(prefix, first, rest))
                 if rest:  # "KIND:/abs/dir": the joining split it after "KIND:"

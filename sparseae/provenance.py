@@ -74,7 +74,6 @@ def locate(ck, checkpoint_path, config):
     """
     from sparseae.canonical import fingerprint, make_data
     from sparseae.data import load
-
     from sparseae.datasets import is_named
 
     expected = ck.state.get("data_sha256")
