@@ -110,8 +110,8 @@ def _folder(kind, label):
 
         if not folder.strip():
             raise InputError("Invalid value for '--from': the folder name is empty")
-        _write(output, overwrite, lambda: build(f"{kind}:{os.path.abspath(os.path.expanduser(folder))}",
-                                                split_seed))
+        where = os.path.abspath(os.path.expanduser(folder))
+        _write(output, overwrite, lambda: build(f"{kind}:{where}", split_seed))
 
     return command
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import socket
 import struct
 
@@ -18,7 +17,7 @@ from click.testing import CliRunner
 from sparseae import datasets
 from sparseae.cli.main import main
 from sparseae.config import TrainConfig
-from sparseae.data import Dataset, load
+from sparseae.data import load
 from sparseae.errors import ConfigError, DataError
 from sparseae.model import PRESETS, Architecture
 
