@@ -115,9 +115,8 @@ def canonical(value):
 def _unjoin(path: str):
     if not os.path.isabs(path):
         return None
-    head, tail = os.path.split(path)
-    if tail in BUILTIN:
-        return tail, None
+    if os.path.basename(path) in BUILTIN:
+        return os.path.basename(path), None
     parts = path.split(os.sep)
     for i, part in enumerate(parts[1:], 1):
         for kind in FOLDER_KINDS:
