@@ -89,3 +89,36 @@ def print_summary(summary: dict, as_json: bool, title: str = "summary") -> None:
 def eprint(text: str) -> None:
     click.echo(text, err=True)
     sys.stderr.flush()
+
+
+class DataArg(FilePath):
+    """``--data``: a data file, a data set name (``digits``, ``mnist1d``...) or
+    ``mnist:DIR`` / ``fashion-mnist:DIR`` (DIR made absolute here, so a checkpoint
+    finds it again from any folder).  A file that does not exist is refused here."""
+
+    name = "data"
+
+    def convert(self, value, param, ctx):
+        import os
+
+        from sparseae import datasets
+
+        if isinstance(value, str):
+            parsed = datasets.parse(value)
+            if parsed is not None:
+                kind, folder = parsed
+                if folder is None:
+                    return value
+                if not folder.strip():
+                    self.fail(f"{kind}: needs a folder ({kind}:DIR, the folder of the "
+                              f"{datasets.FOLDER_KINDS[kind]} IDX files)", param, ctx)
+                return f"{kind}:{os.path.abspath(os.path.expanduser(folder))}"
+        value = super().convert(value, param, ctx)
+        if not os.path.exists(value):
+            hint = ""
+            if os.sep not in value and not os.path.splitext(value)[1]:
+                hint = f" (nor a data set name; {datasets.names_hint()})"
+            # as the data layer says it (one line, no usage): checked here so that a
+            # missing /some/folder/digits is never taken for the name digits
+            raise InputError(f"data: file not found: {value}{hint}")
+        return value

@@ -9,6 +9,7 @@ import threading
 import click
 
 from sparseae.cli.common import (
+    DataArg,
     FilePath,
     InputError,
     eprint,
@@ -82,8 +83,11 @@ class Amount(click.ParamType):
               help="Lipi-AE-S: std of each cell's lr mutation per epoch.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=_D.batch_size, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=_D.seed, show_default=True)
-@click.option("--data", "data_path", type=FilePath(), default=None,
-              help="Train on user data (.h5 or .npz with train/test[/validation]).")
+@click.option("--data", "data_path", type=DataArg(), default=None,
+              help="Train on user data (.h5 or .npz with train/test/validation), a built-in "
+                   "data set (digits, digits-binary, mnist1d, binary-clustering; the first "
+                   "three need the datasets extra) or MNIST-style IDX files in a folder "
+                   "(mnist:DIR, fashion-mnist:DIR).")
 @click.option("--clusters", type=click.IntRange(min=1), default=_D.clusters, show_default=True,
               help="Generated data: number of centroids.")
 @click.option("--dim", type=click.IntRange(min=1), default=_D.dim, show_default=True,
@@ -231,10 +235,9 @@ def _prepare(ctx, given, held, config_path, profile, paradigm, epochs, device, d
             fields["paradigm"] = paradigm
             config = TrainConfig.from_profile(profile, **fields)
         run = make_run(config)
-        if "heldout" in given:
-            from sparseae._checks import warn_heldout
+        from sparseae._checks import warn_heldout
 
-            warn_heldout(run.config, run.data)
+        warn_heldout(run.config, run.data, given="heldout" in given)
     if checkpoint is not None:  # fail now, not after an hour of training
         run.save(checkpoint)
     return run, checkpoint

@@ -13,13 +13,16 @@ from sparseae import _memory
 from sparseae.errors import ConfigError, SparseaeWarning
 
 
-def warn_heldout(config, data) -> None:
+def warn_heldout(config, data, given: bool = True) -> None:
     """Warn when CONJUNCTIVE's held-out samples outnumber the validation split (they are
-    then drawn with replacement).  The CLI calls it when --heldout was given."""
+    then drawn with replacement).  The CLI calls it for every new run; ``given``: whether
+    --heldout was on the command line (else the warning says how to set it)."""
     n_val = data.validation.shape[0]
     if "conjunctive" in config.operator.split(",") and config.heldout_source == "validation" \
             and config.heldout > n_val:
-        warnings.warn(f"--heldout {config.heldout} is more than the {n_val} samples of the "
+        what = (f"--heldout {config.heldout}" if given else
+                f"heldout {config.heldout} (not given as a flag; set it with --heldout)")
+        warnings.warn(f"{what} is more than the {n_val} samples of the "
                       "validation split: CONJUNCTIVE draws them with replacement (use "
                       f"{n_val} or less to use each sample once)", SparseaeWarning, stacklevel=2)
 

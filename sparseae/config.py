@@ -66,7 +66,9 @@ class TrainConfig:
     per_cluster: int = 100
     noise: float = 0.05
     data_seed: int | None = None
-    # user data: path of an .h5/.npz file with train/test[/validation] (None = generate)
+    # user data: path of an .h5/.npz file with train/test/validation, a data set name
+    # (digits, digits-binary, mnist1d; binary-clustering = None) or mnist:DIR /
+    # fashion-mnist:DIR (sparseae.datasets); None = generate binary clustering
     data: str | None = None
     # pruning (ALGORITHM.md sections 3-4)
     #: pruning operator (comma-separated: one per cell, round-robin); None = paradigm default
@@ -182,7 +184,19 @@ class TrainConfig:
         else:
             _float("prune_amount", self.prune_amount, 0.0, 1.0)
         if self.data is not None and (not isinstance(self.data, str) or not self.data.strip()):
-            raise ConfigError(f"data: expected a file path, got {self.data!r}")
+            raise ConfigError(f"data: expected a file path or a data set name, got "
+                              f"{self.data!r}")
+        if self.data is not None:
+            from sparseae import datasets
+            from sparseae.errors import DataError
+
+            # binary-clustering -> None (generated from the fields above); a name that a
+            # sweep spec joined onto its folder -> the name
+            self.data = datasets.canonical(self.data)
+            try:
+                datasets.check(self.data)
+            except DataError as exc:
+                raise ConfigError(str(exc)) from None
         _choice("random_scope", self.random_scope, ("live", "all"))
         _choice("variance_direction", self.variance_direction, ("low", "high"))
         _choice("variance_draws", self.variance_draws, ("amount", "per_entry"))
@@ -236,10 +250,18 @@ class TrainConfig:
 
         fields = read_toml(path, "config")
         data = fields.get("data")
-        if isinstance(data, str) and data.strip() and not os.path.isabs(data):
-            # a path in a file is relative to the file (as in sweep specs)
-            fields["data"] = os.path.normpath(os.path.join(os.path.dirname(
-                os.path.abspath(os.fspath(path))), data))
+        if isinstance(data, str) and data.strip():
+            # a path in a file is relative to the file (as in sweep specs), and so is
+            # the DIR of mnist:DIR; a data set name stays as it is
+            from sparseae import datasets
+
+            folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+            named = datasets.parse(data)
+            if named is None and not os.path.isabs(data):
+                fields["data"] = os.path.normpath(os.path.join(folder, data))
+            elif named is not None and named[1]:
+                where = os.path.expanduser(named[1])
+                fields["data"] = f"{named[0]}:{os.path.normpath(os.path.join(folder, where))}"
         fields.update(overrides)
         profile = fields.pop("profile", "default")
         if not isinstance(profile, str):

@@ -129,20 +129,27 @@ _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip file with members / an empt
 
 def load(path) -> Dataset:
     """Load user data from ``.h5``/``.hdf5`` (datasets ``train``, ``test``,
-    ``validation``) or ``.npz`` (arrays of those names).
+    ``validation``) or ``.npz`` (arrays of those names), or the data set a name
+    stands for (``digits``, ``mnist1d``, ``mnist:DIR``...: :mod:`sparseae.datasets`).
 
     All three splits are required (CONJUNCTIVE draws its held-out samples from
     ``validation``, and the summary reports ``validation_l1``).  HDF5 files with
     links, external storage or virtual datasets are refused.  Raises
     :class:`DataError` with one line naming the problem.
     """
+    from sparseae import datasets
     from sparseae._h5 import check_plain, first_line
 
     path = os.fspath(path)
     if not path.strip():
         raise DataError("data: the file name is empty")
+    if datasets.is_named(path):
+        return datasets.load(path)
     if not os.path.exists(path):
-        raise DataError(f"data: file not found: {path}")
+        hint = ""
+        if os.sep not in path and not os.path.splitext(path)[1]:
+            hint = f" (nor a data set name; {datasets.names_hint()})"
+        raise DataError(f"data: file not found: {path}{hint}")
     if os.path.isdir(path):
         raise DataError(f"data: {path} is a folder, expected an .h5 or .npz file")
     if not os.access(path, os.R_OK):

@@ -100,7 +100,19 @@ class Architecture:
         return [(s[i], s[i + 1], SIGMOID if i == n - 1 else RELU) for i in range(n)]
 
     def with_input_dim(self, dim: int) -> "Architecture":
-        return Architecture((dim,) + self.sizes[1:])
+        """This architecture for ``dim`` inputs (how a preset follows the data).
+
+        The hidden and latent widths stay as they are while each is at most 3/4 of
+        the width before it; a wider one is cut to that (at least 1), so the encoder
+        always narrows.  The presets therefore keep their widths for 784 or 1000
+        inputs and become, for 64 inputs, default 64-30-10, small 64-30-2, large
+        64-48-30-10; for 40 inputs 40-30-10, 40-30-2 and 40-30-22-10.
+        """
+        dim = int(dim)
+        sizes = [dim]
+        for width in self.sizes[1:]:
+            sizes.append(max(1, min(width, sizes[-1] * 3 // 4)))
+        return Architecture(tuple(sizes))
 
     @property
     def n_params(self) -> int:

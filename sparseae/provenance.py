@@ -7,7 +7,8 @@ three splits as float32) and, for data read from a file, its absolute path
 and ``--resume``: the recorded absolute path, else the same relative place next
 to the (possibly moved) checkpoint, accepting only a file whose content hash
 matches; it says which one it used.  Generated data is regenerated from the
-config and checked the same way.
+config and checked the same way, and so are named data sets (``digits``,
+``mnist:DIR``: :mod:`sparseae.datasets`), built again from the name.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from sparseae.errors import DataError, SparseaeWarning
 
 
 def data_path(config) -> str | None:
-    """The absolute path of ``config``'s data file (None for generated data)."""
-    return None if config.data is None else os.path.abspath(config.data)
+    """The absolute path of ``config``'s data file (None for generated or named data)."""
+    from sparseae.datasets import is_named
+
+    if config.data is None or is_named(config.data):
+        return None
+    return os.path.abspath(config.data)
 
 
 def state_paths(recorded: str | None, checkpoint_path) -> dict:
@@ -69,6 +74,7 @@ def locate(ck, checkpoint_path, config):
     """
     from sparseae.inputs import fingerprint, make_data
     from sparseae.data import load
+    from sparseae.datasets import is_named
 
     expected = ck.state.get("data_sha256")
     if config.data is None:
@@ -77,6 +83,13 @@ def locate(ck, checkpoint_path, config):
             raise DataError(f"data: the generated data of {checkpoint_path} (clusters, dim, "
                             "noise, seed) do not hash to what it was trained on; the generator "
                             "changed, pass --data")
+        return data, None
+    if is_named(config.data):  # built again from the name (same source, seed and split)
+        data = make_data(config)
+        if expected is not None and fingerprint(data) != expected:
+            raise DataError(f"data: {config.data} no longer gives the data {checkpoint_path} "
+                            "was trained on (its SHA-256 differs: another package version or "
+                            "other files?); pass --data with a file of the original data")
         return data, None
     candidates = _candidates(ck, checkpoint_path, config)
     mismatched = []
@@ -103,8 +116,11 @@ def describe(config, data_sha256: str, data_file: str | None = None) -> dict:
     """What a summary needs to say which run it is: profile, seed, lr, data, version."""
     from sparseae import __version__
 
+    from sparseae import datasets
+
     if data_file is None and config.data is not None:
-        data_file = os.path.abspath(config.data)
+        data_file = (datasets.describe(config.data) if datasets.is_named(config.data)
+                     else os.path.abspath(config.data))
     if data_file is None:
         seed = config.seed if config.data_seed is None else config.data_seed
         source = (f"generated binary-clustering (clusters {config.clusters}, dim {config.dim}, "

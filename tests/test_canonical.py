@@ -60,7 +60,7 @@ def test_user_data_width_follows_preset_and_must_match_explicit_arch():
     rng = np.random.default_rng(0)
     data = Dataset(*(rng.random((12, 17)) for _ in range(3)))
     run = CanonicalRun(TrainConfig(epochs=1, batch_size=4), data)
-    assert run.arch.sizes == (17, 30, 10)
+    assert run.arch.sizes == (17, 12, 9)  # widths cut to 3/4 of the layer before
     with pytest.raises(DataError, match="does not match"):
         CanonicalRun(TrainConfig(arch="16,4", epochs=1), data)
 

@@ -239,7 +239,7 @@ def test_cli_toml_config_assigns_one_operator_per_cell(tmp_path):
 
     path = tmp_path / "cells.toml"
     path.write_text('paradigm = "lipi"\npopulation = 4\nepochs = 2\nclusters = 3\ndim = 40\n'
-                    'per_cluster = 6\nbatch_size = 3\n'
+                    'per_cluster = 6\nbatch_size = 3\nheldout = 10\n'
                     'operator = ["random", "conjunctive", "none", "variance"]\n')
     r = CliRunner().invoke(main, ["train", "--config", str(path), "--json", "--seed", "3"])
     assert r.exit_code == 0, r.output
