@@ -25,5 +25,9 @@ class ResultsError(SparseaeError):
     """A results file is missing, corrupt, of another format or too new, or cannot be written."""
 
 
+class ClusterError(SparseaeError):
+    """A Dask cluster cannot be reached or went away (``sweep --cluster``)."""
+
+
 class SparseaeWarning(UserWarning):
     """Something worth knowing that does not stop the run (the CLI prints one line)."""

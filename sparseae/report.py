@@ -52,8 +52,8 @@ def load_results(path) -> list:
     """Every run of a results file, in the sweep's variant order, then trial.
 
     Each item is a dict with ``variant``, ``trial``, ``seed``, ``config``,
-    ``summary`` (dicts), ``seconds`` and ``history`` (name -> float64 array,
-    per-cell series 2-D ``(epochs, N)``).  Raises :class:`ResultsError` (one
+    ``summary`` (dicts), ``seconds`` (and ``cpu_seconds`` where recorded) and ``history``
+    (name -> float64 array, per-cell series 2-D ``(epochs, N)``).  Raises :class:`ResultsError` (one
     line) for a missing file, another format, a newer format-version or a
     corrupt file.
     """

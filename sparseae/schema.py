@@ -268,6 +268,9 @@ def read_result_run(r, path, history: bool = True) -> dict:
     seconds = a.get("seconds")
     if not _is_number(seconds) or not math.isfinite(seconds) or seconds < 0:
         raise ResultsError(f"{where} 'seconds' must be a number >= 0, got {_short(seconds)}")
+    cpu = a.get("cpu_seconds")
+    if cpu is not None and (not _is_number(cpu) or not math.isfinite(cpu) or cpu < 0):
+        raise ResultsError(f"{where} 'cpu_seconds' must be a number >= 0, got {_short(cpu)}")
     config = _json_attr(a, "config", where, dict)
     summary = _json_attr(a, "summary", where, dict)
     for key in SUMMARY_NUMBERS:
@@ -276,6 +279,8 @@ def read_result_run(r, path, history: bool = True) -> dict:
                                f"{_short(summary[key])}")
     out = {"variant": variant, "trial": values["trial"], "seed": values["seed"],
            "config": config, "summary": summary, "seconds": float(seconds)}
+    if cpu is not None:
+        out["cpu_seconds"] = float(cpu)
     hist = {}
     for k, d in r.items():
         if not isinstance(d, h5py.Dataset) or not _is_real(d):

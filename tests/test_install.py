@@ -62,3 +62,19 @@ def test_readme_and_license():
     assert license_text.startswith("MIT License") and "2026 sparseae developers" in license_text
     ci = open(os.path.join(ROOT, ".ci", "run")).read()
     assert "python3 -m pip install -e '.[test]'" in ci and "\npython3 -m pytest -q\n" in ci
+
+
+def test_bench_paper_estimate_deals_runs_to_the_first_free_worker():
+    import sys as _sys
+
+    _sys.path.insert(0, ROOT)
+    try:
+        from bench.paper import estimate
+    finally:
+        _sys.path.remove(ROOT)
+    runs = {"a": [{"seconds": 10.0, "cpu_seconds": 4.0}, {"seconds": 9.0, "cpu_seconds": 4.0}],
+            "b": [{"seconds": 2.0}]}  # CPU seconds where recorded, else wall
+    e = estimate(runs, trials=3, cores=2)
+    assert e["rows"] == {"a": 4.0, "b": 2.0} and e["runs"] == 6
+    # a b a b a b on 2 workers: w0 runs a (to 4), b (6), a (10); w1 runs b (2), a (6), b (8)
+    assert e["cpu_seconds"] == 18.0 and e["wall_seconds"] == 10.0 and e["longest_run"] == 4.0

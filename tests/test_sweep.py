@@ -469,3 +469,26 @@ def test_results_written_before_a_field_existed_still_resume():
     assert sw.same_config(old, new)  # missing fields had their defaults' behaviour
     assert not sw.same_config(old, {**new, "device": "cuda"})
     assert sw.config_difference({**old, "epochs": 4}, new) == "epochs"
+
+
+def test_local_workers_share_the_cores_out(monkeypatch):
+    from sparseae.sweep import executors
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert [executors.worker_threads(n) for n in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert executors.worker_threads(2) == 1
+
+
+def test_a_pool_worker_runs_with_its_share_of_numba_threads():
+    # in a child: set_num_threads would leak into this process's other tests
+    code = ("import numba\n"
+            "from sparseae.sweep import executors\n"
+            "import multiprocessing as mp\n"
+            "import os\n"
+            "executors.init_worker(mp.Event(), os.getppid(), 1)\n"
+            "print(numba.get_num_threads(), numba.config.NUMBA_NUM_THREADS)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, NUMBA_NUM_THREADS="2"), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "2"]

@@ -46,9 +46,26 @@ def run_error(exc: BaseException, msg: str) -> Exception:
 _ABORT = None  # the worker's abort event (set by _init_worker)
 
 
-def init_worker(abort, parent: int) -> None:
-    """Worker processes ignore Ctrl-C (the parent decides), watch ``abort``, and exit
-    as soon as the sweep process ``parent`` is gone (even after a SIGKILL)."""
+def worker_threads(n_workers: int) -> int:
+    """Numba threads per local worker: the cores shared out, at least one (two
+    workers of two threads each on two cores burn a third more CPU for the same
+    runs, measured)."""
+    return max(1, (os.cpu_count() or 1) // max(1, n_workers))
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` numba threads in this process (at most numba's pool size)."""
+    import numba
+
+    n = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+
+
+def init_worker(abort, parent: int, threads: int | None = None) -> None:
+    """Worker processes ignore Ctrl-C (the parent decides), watch ``abort``, exit as
+    soon as the sweep process ``parent`` is gone (even after a SIGKILL), and use
+    ``threads`` numba threads (None: numba's default)."""
     global _ABORT
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -58,29 +75,35 @@ def init_worker(abort, parent: int) -> None:
 
     warnings.simplefilter("ignore", SparseaeWarning)  # the parent showed them (check_runs)
     _ABORT = abort
+    if threads is not None:
+        set_threads(threads)
     from sparseae._parent import watch
 
     watch(parent)
 
 
 def execute(config_dict: dict, abort=None) -> dict | None:
-    """Run one config to the end; return summary, history (float64 arrays), wall seconds
-    and pid, or None when ``abort`` (checked between epochs) stopped it early."""
+    """Run one config to the end; return summary, history (float64 arrays), wall seconds,
+    CPU seconds (of this thread) and pid, or None when ``abort`` (checked between epochs)
+    stopped it early."""
     from sparseae.runs import make_run
 
     abort = _ABORT if abort is None else abort
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.thread_time()
     config = TrainConfig.from_dict(config_dict)
     run = make_run(config)
     summary = run.run(None, abort)
     if run.epoch < config.epochs:
         return None
-    return record(run, summary, time.perf_counter() - t0)
+    return record(run, summary, time.perf_counter() - t0, time.thread_time() - cpu0)
 
 
-def record(run, summary: dict, seconds: float) -> dict:
+def record(run, summary: dict, seconds: float, cpu_seconds: float | None = None) -> dict:
     history = {k: np.asarray(v, dtype=np.float64) for k, v in run.history.items()}
-    return {"summary": summary, "history": history, "seconds": seconds, "pid": os.getpid()}
+    rec = {"summary": summary, "history": history, "seconds": seconds, "pid": os.getpid()}
+    if cpu_seconds is not None:
+        rec["cpu_seconds"] = cpu_seconds
+    return rec
 
 
 def _mp_context():
@@ -116,7 +139,8 @@ def run_pool(todo, s: Session, n_workers: int):
     error = None
     pool = cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
                                   initializer=init_worker,
-                                  initargs=(worker_abort, os.getpid()))
+                                  initargs=(worker_abort, os.getpid(),
+                                            worker_threads(n_workers)))
     try:
         def submit():
             while error is None and not s.stop.is_set() and not s.abort.is_set() \

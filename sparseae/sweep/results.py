@@ -12,8 +12,13 @@ variants' resolved configs with their base seed: the sweep's identity),
 ``variant`` attribute holds the name) with attributes ``variant``, ``trial``,
 ``seed``, ``config`` (JSON), ``summary`` (JSON), ``seconds`` (the run's wall
 time in its worker; in lockstep its own host work plus its share of its
-group's training calls), ``finished``, ``pid``, and one float64 dataset per
-history series (per-cell series of Lipi-AE-S are 2-D ``(epochs, N)``).
+group's training calls), ``cpu_seconds`` (the CPU time of the thread that ran
+it; absent in lockstep and in files written before it existed), ``finished``,
+``pid``, and one float64 dataset per history series (per-cell series of
+Lipi-AE-S are 2-D ``(epochs, N)``).  A session entry of a Dask sweep also
+holds ``cluster``, ``retried`` (runs started again after their worker died),
+``failed`` (``variant``, ``trial``, ``error`` of runs that raised; not in
+``runs/``, so a rerun retries them) and ``cpu_seconds``.
 
 Crash safety
 ------------
@@ -178,6 +183,8 @@ def write_run(f, rec: dict) -> None:
     r.attrs["config"] = rec["config"]
     r.attrs["summary"] = json.dumps(rec["summary"], default=_jsonable)
     r.attrs["seconds"] = float(rec["seconds"])
+    if "cpu_seconds" in rec:
+        r.attrs["cpu_seconds"] = float(rec["cpu_seconds"])
     r.attrs["finished"] = rec["finished"]
     r.attrs["pid"] = np.int64(rec["pid"])
     for name, values in rec["history"].items():

@@ -23,7 +23,8 @@ from sparseae.sweep.spec import SweepSpec, check_runs, check_size, load_spec, pa
 def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = None,
               progress=None, stop=None, abort=None, lockstep: bool | None = None,
               lockstep_runs: int = 1024, lockstep_overlap: bool | None = None,
-              on_run=None) -> dict:
+              on_run=None, cluster: str | None = None, client=None,
+              cluster_config: dict | None = None, on_event=None) -> dict:
     """Run every (variant, trial) of ``spec`` not yet in ``out_path``; return statistics.
 
     Parameters
@@ -46,6 +47,18 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
         before the first run and after each finished run (``eta`` None until known).
     on_run : ``on_run(variant, trial, summary)``, called for each finished run (before
         ``progress``).
+    cluster : run on Dask (``pip install 'sparseae[distributed]'``,
+        :mod:`sparseae.sweep.cluster`): ``"local:N"`` (a LocalCluster of N single-threaded
+        worker processes), ``"tcp://HOST:PORT"`` (an existing scheduler), ``"slurm"`` or
+        ``"pbs"`` (dask-jobqueue, settings from the spec's ``[cluster]`` table updated by
+        ``cluster_config``).  client : a ``distributed.Client`` of your own to run on
+        instead (left open).  With either, ``workers`` and ``lockstep`` do not apply; a run
+        that raises is recorded as failed (in the file's session entry) and the others go
+        on (the error naming the failures is raised at the end); statistics add
+        ``cluster``, ``dashboard``, ``retried``, ``failed``, ``cpu_seconds``,
+        ``startup_seconds`` and ``efficiency`` (run seconds / (wall x workers)).
+    on_event : ``on_event(kind, info)`` for Dask sweeps: ``cluster`` (description,
+        dashboard, workers), ``started``, ``retried``, ``failed`` and ``workers`` events.
     stop : an event; once set no further run starts and runs in flight finish (and are
         written).  abort : an event; once set runs in flight stop at their next epoch
         boundary and are dropped.  A KeyboardInterrupt (no handler installed) aborts.
@@ -66,6 +79,25 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
     if isinstance(lockstep_runs, bool) or not isinstance(lockstep_runs, int) or \
             lockstep_runs < 1:
         raise ConfigError(f"lockstep_runs: expected an integer >= 1, got {lockstep_runs!r}")
+    dask = cluster is not None or client is not None
+    if dask:
+        if cluster is not None and client is not None:
+            raise ConfigError("give a cluster or a client, not both")
+        if workers is not None:
+            raise ConfigError("workers: not with a Dask cluster (use --cluster local:N)")
+        if lockstep:
+            raise ConfigError("lockstep: not with a Dask cluster (lockstep sweeps run on one "
+                              "machine)")
+        if any(v.config.device == "cuda" for v in spec.variants):
+            raise ConfigError("device cuda: Dask sweeps run on the CPU (use --lockstep on one "
+                              "machine for cuda)")
+        from sparseae.sweep import cluster as dc
+
+        table = dict(spec.cluster)
+        if cluster_config:
+            table.update(dc.check_table(cluster_config))
+        if cluster is not None:
+            dc.parse_target(cluster)  # a bad target fails before anything else
     workers = (os.cpu_count() or 1) if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers: expected an integer >= 1, got {workers!r}")
@@ -74,6 +106,9 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
     with _lock.locked(out, ResultsError, "results"):
         check_runs(spec)
         todo, skipped = _plan(spec, out, trials)
+        if dask:
+            return _run_dask(spec, out, trials, todo, skipped, table, cluster, client,
+                             progress, stop, abort, on_run, on_event)
         if lockstep is None:
             lockstep = any(v.config.device == "cuda" for v in spec.variants)
         if lockstep:
@@ -90,6 +125,40 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
                     return ex.run_pool(todo, session, n_workers)
         return _run(spec, out, trials, todo, skipped, executor, n_workers, bool(lockstep),
                     progress, stop, abort, on_run)
+
+
+def _run_dask(spec, out, trials, todo, skipped, table, target, client, progress, stop, abort,
+              on_run, on_event):
+    from sparseae.sweep import cluster as dc
+
+    stop = threading.Event() if stop is None else stop
+    abort = threading.Event() if abort is None else abort
+    threads = table.get("threads", 1)
+    extra = {"cluster": target or "client", "dashboard": None, "retried": 0, "failed": [],
+             "cpu_seconds": 0.0, "startup_seconds": 0.0}
+
+    def go(c, text):
+        extra["dashboard"] = dc.dashboard(c)
+        n = dc.n_workers(c)
+        if on_event is not None:
+            on_event("cluster", {"cluster": text, "dashboard": extra["dashboard"], "workers": n})
+
+        def executor(todo, session):
+            session.stats.update(extra)
+            return dc.run_dask(todo, session, c, threads, on_event)
+
+        return _run(spec, out, trials, todo, skipped, executor, n, False, progress, stop,
+                    abort, on_run)
+
+    if not todo:  # nothing to run: no cluster to start
+        return _run(spec, out, trials, todo, skipped, ex.run_here, 0, False, progress, stop,
+                    abort, on_run) | extra | {"efficiency": 0.0}
+    if client is not None:
+        return go(client, "client")
+    t0 = time.perf_counter()
+    with dc.connect(target, table, len(todo), stop) as (c, text):
+        extra["startup_seconds"] = time.perf_counter() - t0
+        return go(c, text)
 
 
 def _plan(spec: SweepSpec, out: str, trials: int):
@@ -147,9 +216,12 @@ def _run(spec, out, trials, todo, skipped, executor, n_workers, lockstep, progre
     def finished(item, rec):
         nonlocal run_seconds
         v, t, config = item
-        writer.add({"variant": v.name, "trial": t, "seed": config.seed, "config": config.to_json(),
-                    "summary": rec["summary"], "history": rec["history"],
-                    "seconds": rec["seconds"], "finished": _now(), "pid": rec["pid"]})
+        row = {"variant": v.name, "trial": t, "seed": config.seed, "config": config.to_json(),
+               "summary": rec["summary"], "history": rec["history"],
+               "seconds": rec["seconds"], "finished": _now(), "pid": rec["pid"]}
+        if "cpu_seconds" in rec:
+            row["cpu_seconds"] = rec["cpu_seconds"]
+        writer.add(row)
         run_seconds += rec["seconds"]
         stats["done"] += 1
         if on_run is not None:
@@ -162,11 +234,11 @@ def _run(spec, out, trials, todo, skipped, executor, n_workers, lockstep, progre
     try:
         error = executor(todo, ex.Session(writer, finished, stop, abort, stats))
     except BaseException as exc:  # Ctrl-C without a handler, or a failed run: keep what finished
-        stats["interrupted"] = isinstance(exc, KeyboardInterrupt)
+        stats["interrupted"] = stats["interrupted"] or isinstance(exc, KeyboardInterrupt)
         _finish(writer, stats, started, t0, run_seconds)
         raise
     stats["interrupted"] = stats["interrupted"] or stop.is_set() or abort.is_set() or \
-        stats["done"] < total
+        stats["done"] + len(stats.get("failed", ())) < total
     _finish(writer, stats, started, t0, run_seconds)
     if error is not None:
         raise error
@@ -178,9 +250,15 @@ def _finish(writer, stats, started, t0, run_seconds):
     stats["wall_seconds"] = wall
     stats["run_seconds"] = run_seconds
     stats["ratio"] = run_seconds / wall if wall > 0 else 0.0
-    if stats["done"] == 0 and not writer.pending:
+    if "cluster" in stats:  # a Dask sweep: the share of the workers' time spent in runs
+        slots = wall * stats["workers"]
+        stats["efficiency"] = run_seconds / slots if slots > 0 else 0.0
+    if stats["done"] == 0 and not writer.pending and not stats.get("failed"):
         return  # nothing new: leave the file as it is
     session = {"started": started, "wall_seconds": wall, "run_seconds": run_seconds,
                "done": stats["done"], "skipped": stats["skipped"], "workers": stats["workers"],
                "interrupted": stats["interrupted"]}
+    for key in ("cluster", "retried", "failed", "cpu_seconds"):
+        if key in stats:
+            session[key] = stats[key]
     writer.write(session)

@@ -16,6 +16,11 @@ A sweep spec is a TOML file::
     name = "no-pruning"
     operator = "none"
 
+    [cluster]                   # settings for --cluster slurm / pbs (sparseae.sweep.cluster)
+    queue = "short"
+    cores = 32
+    memory = "64GB"
+
 Each variant has a stable name: its ``name``, else ``field=value,...`` of
 its grid values (or of its table's fields), else ``base``.  Everything is
 validated before anything runs (:class:`~sparseae.errors.ConfigError`, one
@@ -34,7 +39,7 @@ from sparseae.config import TrainConfig
 from sparseae.errors import ConfigError, SparseaeError
 
 #: Top-level keys of a sweep spec.
-SPEC_KEYS = ("base", "grid", "variant", "trials", "seed", "description")
+SPEC_KEYS = ("base", "grid", "variant", "trials", "seed", "description", "cluster")
 FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
@@ -59,6 +64,7 @@ class SweepSpec:
     trials: int = 1
     source: dict = field(default_factory=dict)
     path: str | None = None
+    cluster: dict = field(default_factory=dict)  #: the ``[cluster]`` table (settings for Dask)
 
     def runs(self, trials: int | None = None) -> list:
         """``(variant, trial)`` pairs, trial-major (every variant's trial 0 first), so an
@@ -137,6 +143,16 @@ def parse_spec(data: dict, where: str = "sweep") -> SweepSpec:
     trials = data.get("trials", 1)
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         err(f"trials: expected an integer >= 1, got {trials!r}")
+    cluster = data.get("cluster", {})
+    if cluster:
+        from sparseae.sweep.cluster import check_table
+
+        try:
+            cluster = check_table(cluster)
+        except ConfigError as exc:
+            err(str(exc))
+    elif not isinstance(cluster, dict):
+        err("cluster: expected a table [cluster]")
     seed = data.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         err(f"seed: expected an integer >= 0, got {seed!r}")
@@ -186,7 +202,7 @@ def parse_spec(data: dict, where: str = "sweep") -> SweepSpec:
         except (TypeError, ValueError) as exc:
             err(f"variant {name!r}: invalid value ({exc})")
         variants.append(Variant(name, {"profile": profile, **fields}, config))
-    spec = SweepSpec(variants=variants, trials=trials, source=data)
+    spec = SweepSpec(variants=variants, trials=trials, source=data, cluster=cluster)
     check_size(spec, trials, "trials")
     return spec
 
