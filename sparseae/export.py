@@ -101,8 +101,11 @@ def _read(path) -> dict:
     except _ModelError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        # allow_pickle=False: an object array raises ValueError here
         from sparseae._h5 import first_line
+
+        if isinstance(exc, ValueError) and "allow_pickle" in str(exc):
+            raise _ModelError(f"{path} holds a pickled object array; sparseae reads only "
+                              "plain numeric and string arrays") from None
 
         raise _ModelError(f"{path} is not a readable npz file ({type(exc).__name__}: "
                           f"{first_line(exc) if str(exc) else 'corrupt'})") from None
