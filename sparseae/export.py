@@ -320,7 +320,11 @@ def from_checkpoint(path, data=None, cell: int | None = None, device: str = "cpu
         if data is None:
             from sparseae.provenance import locate
 
-            data, _ = locate(ck, path, config)
+            try:
+                data, _ = locate(ck, path, config)
+            except DataError as exc:  # say how to do without them
+                raise DataError(f"{str(exc).rstrip('.')}; or export a chosen centre with "
+                                "--cell") from None
         if arch.input_dim != data.dim:
             raise DataError(f"data: width {data.dim} does not match the checkpoint's input "
                             f"width {arch.input_dim}")

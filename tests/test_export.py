@@ -12,6 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from sparseae import Autoencoder, CanonicalRun, CheckpointError, LipiRun, TrainConfig
+from sparseae.data import binary_clustering
+from sparseae.data import save as save_data
 from sparseae import export as ex
 from sparseae.cli.main import main
 from sparseae.metrics import CompactNetwork, compact
@@ -251,6 +253,13 @@ def runs(tmp_path_factory):
     ring.run()
     kill_latent_units(ring.encoders, ring.decoders, range(3))
     ring.save(folder / "p.h5")
+    # a population whose data file is gone: the best centre cannot be picked
+    save_data(folder / "d.npz", binary_clustering(3, 23, 6, seed=1))
+    lost = LipiRun(TrainConfig(paradigm="lipi", population=3, epochs=1, seed=6, batch_size=5,
+                               arch=ARCH, data=str(folder / "d.npz")))
+    lost.run()
+    lost.save(folder / "lost.h5")
+    os.unlink(folder / "d.npz")
     return folder, run, ring
 
 
@@ -312,6 +321,11 @@ def test_export_refuses_bad_requests_in_one_line(runs, tmp_path, monkeypatch):
     one_error_line(invoke("export", tmp_path / "junk.h5", "-o", out), "checkpoint:",
                    "not a readable HDF5 file")
     one_error_line(invoke("export", tmp_path / "none.h5", "-o", out), "file not found")
+    one_error_line(invoke("export", folder / "c.h5", "-o", tmp_path / "no" / "m.npz"),
+                   "folder", "does not exist")
+    one_error_line(invoke("export", folder / "lost.h5", "-o", out), "d.npz", "--data", "--cell")
+    assert invoke("export", folder / "lost.h5", "-o", out, "--cell", 1).exit_code == 0
+    out.unlink()
     out.write_bytes(b"keep me")
     one_error_line(invoke("export", folder / "c.h5", "-o", out), "exists", "--overwrite")
     assert out.read_bytes() == b"keep me"
