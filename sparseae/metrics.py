@@ -120,12 +120,41 @@ class CompactNetwork:
     """A plain dense autoencoder without masks: lists of ``(W (out, in), b, act)``.
 
     Run it with :meth:`encode`, :meth:`decode`, :meth:`reconstruct` (NumPy,
-    float32).  Its latent width may be smaller than the original's when latent
-    units were removed.
+    float32); write it with :meth:`save` (a plain ``.npz``, see
+    :mod:`sparseae.export`) and read it back with :meth:`load`.
+
+    :func:`compact` removes units that cannot affect the output, the latent
+    layer's included, so ``encode`` may return fewer columns than the original
+    model's.  ``units`` says which: one int64 array per layer boundary (the
+    input, each hidden layer, the latent layer, ..., the output; the same
+    order as :attr:`widths`) holding the original index of every kept unit,
+    increasing; ``full_widths`` are the original widths.  Inputs and outputs
+    are never removed (their maps are ``arange``), so ``reconstruct`` has the
+    original width.  :attr:`latent_units` is the latent map:
+    ``small.encode(x)[:, j]`` is ``model.encode(x)[:, small.latent_units[j]]``,
+    and ``small.encode(x, full=True)`` scatters the codes back to the original
+    latent width (removed units read 0; in the original they may be nonzero,
+    but nothing downstream uses them).  Left ``None``, the maps are the
+    identity (nothing removed).
     """
 
     encoder: list
     decoder: list
+    units: list | None = None
+    full_widths: tuple | None = None
+
+    def __post_init__(self):
+        widths = self.widths
+        if self.units is None:
+            self.units = [np.arange(w, dtype=np.int64) for w in widths]
+        self.units = [np.asarray(u, np.int64) for u in self.units]
+        if self.full_widths is None:
+            self.full_widths = tuple(widths)
+        self.full_widths = tuple(int(w) for w in self.full_widths)
+        if len(self.units) != len(widths) or len(self.full_widths) != len(widths) or any(
+                u.shape != (w,) for u, w in zip(self.units, widths)):
+            raise ValueError("CompactNetwork: need one unit map per layer boundary, as long "
+                             f"as its width {widths}")
 
     @staticmethod
     def _run(layers, X):
@@ -135,14 +164,55 @@ class CompactNetwork:
             h = np.maximum(z, np.float32(0)) if act == RELU else (1 / (1 + np.exp(-z))).astype(np.float32)
         return h
 
-    def encode(self, X):
-        return self._run(self.encoder, X)
+    def encode(self, X, full: bool = False):
+        """Latent codes ``(N, len(latent_units))``; with ``full``, ``(N, latent_dim)``
+        in the original model's columns (removed units 0, see :meth:`expand_latent`)."""
+        Z = self._run(self.encoder, X)
+        return self.expand_latent(Z) if full else Z
 
-    def decode(self, Z):
+    def decode(self, Z, full: bool = False):
+        """Reconstructions of codes ``Z``: ``(N, len(latent_units))`` compact codes, or
+        with ``full`` codes of the original latent width (the removed columns are ignored)."""
+        if full:
+            Z = np.asarray(Z, np.float32)
+            if Z.ndim != 2 or Z.shape[1] != self.latent_dim:
+                raise ValueError(f"decode: expected shape (N, {self.latent_dim}), got {Z.shape}")
+            Z = Z[:, self.latent_units]
         return self._run(self.decoder, Z)
 
     def reconstruct(self, X):
         return self.decode(self.encode(X))
+
+    def expand_latent(self, Z, fill: float = 0.0):
+        """Compact codes ``(N, len(latent_units))`` scattered into ``(N, latent_dim)``:
+        column ``latent_units[j]`` gets ``Z[:, j]``, removed units get ``fill``."""
+        Z = np.asarray(Z, np.float32)
+        if Z.ndim != 2 or Z.shape[1] != len(self.latent_units):
+            raise ValueError(f"expand_latent: expected shape (N, {len(self.latent_units)}), "
+                             f"got {Z.shape}")
+        out = np.full((Z.shape[0], self.latent_dim), fill, np.float32)
+        out[:, self.latent_units] = Z
+        return out
+
+    @property
+    def n_encoder(self) -> int:
+        """Number of encoder layers (the latent layer is boundary ``n_encoder``)."""
+        return len(self.encoder)
+
+    @property
+    def latent_units(self) -> np.ndarray:
+        """Original index of each latent unit kept (int64, increasing)."""
+        return self.units[self.n_encoder]
+
+    @property
+    def latent_dim(self) -> int:
+        """The original model's latent width."""
+        return self.full_widths[self.n_encoder]
+
+    @property
+    def activations(self) -> list:
+        """``"relu"`` or ``"sigmoid"`` per layer, encoder then decoder."""
+        return ["relu" if act == RELU else "sigmoid" for _, _, act in self.encoder + self.decoder]
 
     @property
     def widths(self):
@@ -157,6 +227,22 @@ class CompactNetwork:
     def flops(self) -> int:
         return _dense_flops([(W.shape[1], W.shape[0]) for W, _, _ in self.encoder + self.decoder])
 
+    def save(self, path) -> None:
+        """Write this network to ``path`` as a plain ``.npz``, atomically (keys in
+        :mod:`sparseae.export`); raises :class:`~sparseae.errors.CheckpointError`
+        when it cannot be written."""
+        from sparseae.export import save_npz
+
+        save_npz(self, path)
+
+    @classmethod
+    def load(cls, path) -> "CompactNetwork":
+        """Read a network written by :meth:`save`, validating every array; raises
+        :class:`~sparseae.errors.CheckpointError` (one line) for a bad file."""
+        from sparseae.export import load_npz
+
+        return load_npz(path)
+
 
 def compact(model, row_e: int = 0, row_d: int = 0) -> CompactNetwork:
     """The smaller dense network that computes what the masked one computes.
@@ -165,7 +251,8 @@ def compact(model, row_e: int = 0, row_d: int = 0) -> CompactNetwork:
     output: those with no live outgoing weight, and those with no live
     incoming weight and a pruned bias (they output ReLU(0) = 0), repeated to a
     fixed point.  Inputs and outputs are never removed.  Pruned entries of the
-    remaining units are 0 in the result.
+    remaining units are 0 in the result.  The result's ``units`` map every kept
+    unit to its original index (``latent_units`` for the latent layer).
     """
     layers = []
     masks = []
@@ -176,12 +263,15 @@ def compact(model, row_e: int = 0, row_d: int = 0) -> CompactNetwork:
             layers.append([np.array(arena.weight(i, l) * mW, np.float32),
                            np.array(arena.bias(i, l) * mb, np.float32), int(arena.shapes[l][2])])
     n_enc = model.encoder.n_layers
+    full = [layers[0][0].shape[1]] + [W.shape[0] for W, _, _ in layers]
+    units = [np.arange(w, dtype=np.int64) for w in full]
     for k, useless in enumerate(useless_units(masks)):
         keep = ~useless
         layers[k][0], layers[k][1] = layers[k][0][keep], layers[k][1][keep]
-        layers[k + 1][0] = layers[k + 1][0][:, keep]
+        layers[k + 1][0] = np.ascontiguousarray(layers[k + 1][0][:, keep])
+        units[k + 1] = units[k + 1][keep]
     out = [(W, b, act) for W, b, act in layers]
-    return CompactNetwork(out[:n_enc], out[n_enc:])
+    return CompactNetwork(out[:n_enc], out[n_enc:], units, tuple(full))
 
 
 # ------------------------------------------------------------------ population
