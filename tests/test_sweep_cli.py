@@ -12,27 +12,13 @@ import sys
 import time
 
 import pytest
-from click.testing import CliRunner
-
-from sparseae.cli.main import main
+from cli_util import error_line, invoke
 from sparseae.data import binary_clustering, save
 from sparseae.report import load_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = ('[base]\nparadigm = "canonical"\narch = "20,6,3"\nclusters = 3\ndim = 20\n'
         "per_cluster = 6\nepochs = 2\n")
-
-
-def invoke(*args, **kw):
-    return CliRunner(**kw).invoke(main, [str(a) for a in args])
-
-
-def error_line(r, *needles):
-    assert r.exit_code == 2, (r.exit_code, r.output)
-    lines = r.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error:"), r.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def spec(tmp_path, text=BASE, name="s.toml"):

@@ -20,6 +20,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
+from cli_util import error_line, invoke  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 from sparseae import sweep as sw  # noqa: E402
@@ -246,18 +247,6 @@ BASE_TOML = ('[base]\narch = "20,6,3"\nclusters = 3\ndim = 20\nper_cluster = 5\n
 CLUSTER_TOML = ('[cluster]\nqueue = "short"\naccount = "proj1"\ncores = 8\nmemory = "16GB"\n'
                 'walltime = "01:00:00"\njobs = 4\njob_extra_directives = ["--exclusive"]\n'
                 'env = { NUMBA_CACHE_DIR = "/scratch/$USER/numba" }\n')
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def error_line(r, *needles):
-    assert r.exit_code == 2, (r.exit_code, r.output)
-    lines = r.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error:"), r.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def test_cli_sweep_on_a_scheduler_address(cl, tmp_path):
