@@ -32,7 +32,8 @@ _EXPORTS = {
     "CanonicalRun": "canonical", "LipiRun": "coevolution", "TrainConfig": "config",
     "Dataset": "data", "binary_clustering": "data", "load": "data",
     "CheckpointError": "errors", "ConfigError": "errors", "DataError": "errors",
-    "SparseaeError": "errors", "compact": "metrics", "flops": "metrics",
+    "SparseaeError": "errors", "CompactNetwork": "metrics", "compact": "metrics",
+    "flops": "metrics",
     "preserved": "metrics", "PRESETS": "model", "Architecture": "model", "Arena": "model",
     "Autoencoder": "model", "evaluate": "runs", "make_run": "runs", "resume_run": "runs",
     "train": "runs",
@@ -57,7 +58,8 @@ def __dir__():
 __version__ = "0.1.0"
 
 __all__ = [
-    "Architecture", "Arena", "Autoencoder", "CanonicalRun", "CheckpointError", "ConfigError",
+    "Architecture", "Arena", "Autoencoder", "CanonicalRun", "CheckpointError", "CompactNetwork",
+    "ConfigError",
     "DataError", "Dataset", "PRESETS", "SparseaeError", "TrainConfig", "binary_clustering",
     "LipiRun", "compact", "evaluate", "flops", "load", "make_run", "preserved", "resume_run",
     "train", "__version__",
