@@ -142,6 +142,7 @@ class CanonicalRun(Run):
         out["epochs"] = self.epoch
         out["seconds"] = getattr(self, "_wall", self.train_seconds + self.prune_seconds)
         out.update(self.timing())
+        out.update(self.final_summary())
         return out
 
     def checkpoint_parts(self) -> dict:

@@ -295,6 +295,7 @@ class LipiRun(Run):
         out["seconds"] = self.seconds
         out["seconds_per_epoch"] = self.seconds / max(1, self.epoch)
         out.update(self.timing())
+        out.update(self.final_summary())
         return out
 
     # ------------------------------------------------------------ checkpoints
