@@ -23,6 +23,10 @@ _OPERATORS = ("random", "variance", "conjunctive", "magnitude")
               help="Target density: the fraction of the parameters left live.")
 @click.option("--operator", type=click.Choice(_OPERATORS), default="magnitude",
               show_default=True, help="Which entries each tensor loses.")
+@click.option("--allocation", type=click.Choice(["erk", "global"]), default="erk",
+              show_default=True,
+              help="How the live entries are shared among the tensors: erk (by shape, as "
+                   "RigL) or global (the largest |w| over all tensors).")
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=30, show_default=True,
               help="Canonical Adam epochs: pruning over the first half, then fine-tuning at "
                    "the density with permanent masks (0: prune at once).")
@@ -40,7 +44,7 @@ _OPERATORS = ("random", "variance", "conjunctive", "magnitude")
               help="Where the kernels run.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (test_l1_before, test_l1, preserved, flops, ...).")
-def compress(checkpoint, density, operator, finetune_epochs, lr, seed, output, overwrite,
+def compress(checkpoint, density, operator, allocation, finetune_epochs, lr, seed, output, overwrite,
              data_path, device, as_json):
     """Prune the best model of CHECKPOINT (a canonical run's model, or a population's
     centre of lowest test L1) to --density with --operator, fine-tune it with permanent
@@ -70,7 +74,8 @@ def compress(checkpoint, density, operator, finetune_epochs, lr, seed, output, o
                     data_file = os.path.abspath(data_path)
             info = compress_checkpoint(checkpoint, density, operator, finetune_epochs,
                                        seed=seed, lr=lr, out=output, data=data,
-                                       data_file=data_file, device=device)
+                                       data_file=data_file, device=device,
+                                       allocation=allocation)
     except SparseaeError as exc:
         fail(exc)
     info.pop("seconds", None)  # the JSON stays the same from run to run

@@ -47,7 +47,7 @@ def _live(model) -> int:
 
 def compress(model: Autoencoder, data, density: float, operator: str = "magnitude",
              finetune_epochs: int = 30, *, seed: int = 0, lr: float = 1e-3, batch_size: int = 5,
-             config=None, backend=None):
+             config=None, backend=None, allocation: str = "erk"):
     """Prune ``model`` to ``density`` with ``operator`` and fine-tune it.
 
     Parameters
@@ -97,7 +97,8 @@ def compress(model: Autoencoder, data, density: float, operator: str = "magnitud
         elif operator == "conjunctive":
             se, sd = conjunctive_marks(config, enc, dec, 0, 0, rng, data, backend)
         prune_to(operator, enc, dec, 0, 0, d, rng, output_bias=config.prune_output_bias,
-                 scores_e=se, scores_d=sd, direction=config.variance_direction)
+                 scores_e=se, scores_d=sd, direction=config.variance_direction,
+                 allocation=allocation)
 
     N = int(finetune_epochs)
     if N == 0:
@@ -140,6 +141,7 @@ def compress(model: Autoencoder, data, density: float, operator: str = "magnitud
         "widths": compact(m).widths,
         "operator": operator,
         "density": density,
+        "allocation": allocation,
         "finetune_epochs": N,
         "seed": seed,
         "seconds": time.perf_counter() - t0,
@@ -162,7 +164,7 @@ def final_phase(run) -> dict:
         model = run.centre(cell)
     small, info = compress(model, run.data, c.final_density, c.final_op(), c.finetune_epochs,
                            seed=c.seed, lr=c.finetune_lr, batch_size=c.batch_size, config=c,
-                           backend=run.backend)
+                           backend=run.backend, allocation=c.density_allocation)
     run.final_model = small
     out = {f"final_{k}": info[k] for k in ("test_l1_before", "test_l1", "validation_l1",
                                             "preserved", "flops", "widths", "operator",
@@ -212,7 +214,8 @@ def load_best(path, data=None, device: str = "cpu"):
 
 def compress_checkpoint(path, density: float, operator: str = "magnitude",
                         finetune_epochs: int = 30, *, seed: int = 0, lr: float = 1e-3,
-                        out=None, data=None, data_file=None, device: str = "cpu") -> dict:
+                        out=None, data=None, data_file=None, device: str = "cpu",
+                        allocation: str = "erk") -> dict:
     """:func:`compress` the best individual of checkpoint ``path``; write the result
     to ``out`` (when given) as a canonical checkpoint ``sparseae eval`` reads.
     Returns the metrics (:func:`compress`'s, plus ``cell`` for a population)."""
@@ -224,14 +227,16 @@ def compress_checkpoint(path, density: float, operator: str = "magnitude",
     model, config, data, found, ck, cell = load_best(path, data, device)
     data_file = found if data_file is None else data_file
     small, info = compress(model, data, density, operator, finetune_epochs, seed=seed, lr=lr,
-                           batch_size=config.batch_size, config=config, backend=be.get(device))
+                           batch_size=config.batch_size, config=config, backend=be.get(device),
+                           allocation=allocation)
     if ck.kind == "population":
         info["cell"] = cell
     if out is not None:
         cfg = dataclasses.replace(config, paradigm="canonical", operator=operator,
                                   regrowth=False, final_density=density,
                                   final_operator=operator, finetune_epochs=finetune_epochs,
-                                  finetune_lr=lr, data=data_file if data_file else config.data)
+                                  finetune_lr=lr, density_allocation=allocation,
+                                  data=data_file if data_file else config.data)
         cfg = cfg.validate()
         state = {"epoch": int(ck.state["epoch"]), "arch": list(model.arch.sizes),
                  "data_sha256": fingerprint(data)}

@@ -128,6 +128,9 @@ class TrainConfig:
     #: ``density_start`` and ``target_density`` from ``density_end`` on
     density_start: float = 0.0
     density_end: float = 0.75
+    #: how the live entries are shared among the tensors: "erk" (fixed by the shapes,
+    #: Erdos-Renyi-Kernel as in RigL) or "global" (by the largest |w| over all tensors)
+    density_allocation: str = "erk"
     #: prune-and-regrow inside the window (SET / RigL): each event also drops
     #: ``prune_amount`` of every tensor's live entries by the operator and regrows as
     #: many pruned ones, by gradient magnitude or at random ("none": off)
@@ -233,7 +236,7 @@ class TrainConfig:
         self._check_density()
 
     def _check_density(self) -> None:
-        from sparseae.density import REGROW
+        from sparseae.density import ALLOCATIONS, REGROW
 
         ops = self.operator.split(",")
         if self.target_density is not None:
@@ -250,6 +253,7 @@ class TrainConfig:
             raise ConfigError(f"density_end: must be > density_start ({self.density_start:g}), "
                               f"got {self.density_end!r}")
         _choice("regrow", self.regrow, REGROW)
+        _choice("density_allocation", self.density_allocation, ALLOCATIONS)
         if self.regrow != "none" and self.target_density is None:
             raise ConfigError(f"regrow: {self.regrow} needs target_density (prune-and-regrow "
                               "keeps the schedule's density)")

@@ -33,6 +33,7 @@ from sparseae.operators import magnitude_mask, random_mask, unit_spread, varianc
 #: Training rows whose gradient ranks the entries to regrow ("gradient" regrow).
 GROW_ROWS = 100
 REGROW = ("none", "random", "gradient")
+ALLOCATIONS = ("erk", "global")
 
 
 def cubic_density(t: float, T: float, target: float, start: float = 0.0,
@@ -102,15 +103,36 @@ def allocate(shapes, budget: int) -> np.ndarray:
     return counts
 
 
-def counts_for(enc, dec, density: float, output_bias: bool = False) -> tuple:
+def counts_for(enc, dec, density: float, output_bias: bool = False, allocation: str = "erk",
+               ie: int = 0, id_: int = 0) -> tuple:
     """``(tensors, counts)``: :func:`tensors` and the live entries each keeps at
     total ``density`` of the pair (round(density * parameters) live in all, the
-    unprunable output biases included)."""
+    unprunable output biases included).
+
+    ``allocation``: ``erk`` (:func:`allocate`, fixed by the shapes) or ``global``
+    (each tensor keeps as many entries as it has among the pair's largest live
+    ``|w|`` over all prunable tensors, rows ``ie``/``id_``; never more than it has).
+    """
     ts = tensors(enc, dec, output_bias)
     shapes = [(a.shapes[l][1],) if b else (a.shapes[l][1], a.shapes[l][0]) for a, l, b in ts]
     fixed = enc.n + dec.n - int(sum(np.prod(s) for s in shapes))
     total = int(round(density * (enc.n + dec.n)))
-    return ts, allocate(shapes, total - fixed)
+    if allocation == "erk":
+        return ts, allocate(shapes, total - fixed)
+    if allocation != "global":
+        raise ConfigError(f"density_allocation: expected one of {', '.join(ALLOCATIONS)}, "
+                          f"got {allocation!r}")
+    mags, owner = [], []
+    for k, (a, l, b) in enumerate(ts):
+        i = ie if a is enc else id_
+        t = np.abs(_get(a, i, l, b)).reshape(-1).astype(np.float64)
+        live = _get(a, i, l, b, "mask").reshape(-1) != 0
+        mags.append(np.where(live, t, -1.0))
+        owner.append(np.full(t.size, k, np.int64))
+    mags, owner = np.concatenate(mags), np.concatenate(owner)
+    budget = min(max(total - fixed, 0), int(np.count_nonzero(mags >= 0)))
+    keep = np.argsort(-mags, kind="stable")[:budget]
+    return ts, np.bincount(owner[keep], minlength=len(ts)).astype(np.int64)
 
 
 def _unit_slice(arena, l):
@@ -210,7 +232,8 @@ def _zero_pruned(arena, i):
 
 def prune_to(operator: str, enc, dec, ie: int, id_: int, density: float, rng, *,
              output_bias: bool = False, scores_e=None, scores_d=None, direction: str = "low",
-             regrow: str = "none", regrow_amount=0.1, grow_rows=None) -> int:
+             regrow: str = "none", regrow_amount=0.1, grow_rows=None,
+             allocation: str = "erk") -> int:
     """Prune encoder row ``ie`` and decoder row ``id_`` to total ``density``.
 
     Each tensor of :func:`counts_for` is pruned by ``operator`` (:func:`choose`)
@@ -225,7 +248,7 @@ def prune_to(operator: str, enc, dec, ie: int, id_: int, density: float, rng, *,
     """
     from sparseae.operators import n_to_prune
 
-    ts, counts = counts_for(enc, dec, density, output_bias)
+    ts, counts = counts_for(enc, dec, density, output_bias, allocation, ie, id_)
     before = int(enc.mask[ie].sum()) + int(dec.mask[id_].sum())
     grads = None
     if regrow == "gradient":
@@ -282,7 +305,7 @@ def density_event(config, operator: str, enc, dec, ie: int, id_: int, rng, data,
         return 0
     regrow = c.regrow if epoch < c.density_end * T else "none"
     if regrow == "none":  # nothing to do when every tensor is at its count already
-        ts, counts = counts_for(enc, dec, d, c.prune_output_bias)
+        ts, counts = counts_for(enc, dec, d, c.prune_output_bias, c.density_allocation, ie, id_)
         if all(int(_get(a, ie if a is enc else id_, l, b, "mask").sum()) <= k
                for (a, l, b), k in zip(ts, counts)):
             return 0
@@ -296,4 +319,5 @@ def density_event(config, operator: str, enc, dec, ie: int, id_: int, rng, data,
         rows = data.train[rng.choice(n, min(n, GROW_ROWS), replace=False)]
     return prune_to(operator, enc, dec, ie, id_, d, rng, output_bias=c.prune_output_bias,
                     scores_e=se, scores_d=sd, direction=c.variance_direction, regrow=regrow,
-                    regrow_amount=c.prune_amount, grow_rows=rows)
+                    regrow_amount=c.prune_amount, grow_rows=rows,
+                    allocation=c.density_allocation)
