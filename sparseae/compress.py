@@ -56,8 +56,8 @@ def compress(model: Autoencoder, data, density: float, operator: str = "magnitud
     data : its Dataset (training split: fine-tuning; validation: the snapshot
         kept, and CONJUNCTIVE's held-out samples; test: the L1 reported).
     config : TrainConfig whose operator switches apply (``prune_output_bias``,
-        ``variance_direction``, ``heldout``, ``threshold``, ``heldout_source``);
-        None: the default profile's.
+        ``variance_direction``, ``heldout``, ``threshold``; the held-out samples
+        always come from the validation split); None: the default profile's.
     seed : seeds every draw (batch orders, RANDOM/VARIANCE choices, held-out
         samples): same inputs and seed, same result.
 
@@ -80,6 +80,9 @@ def compress(model: Autoencoder, data, density: float, operator: str = "magnitud
     if not 0.0 < density <= 1.0:
         raise ConfigError(f"density: must be in (0, 1], got {density!r}")
     config = TrainConfig(paradigm="canonical") if config is None else config
+    # the final phase is not the reference's: CONJUNCTIVE's held-out samples come from
+    # the validation split in every profile, so the test split never steers it
+    config = dataclasses.replace(config, heldout_source="validation")
     backend = be.get("cpu") if backend is None else backend
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
