@@ -150,7 +150,7 @@ def print_table(rows, winners, densities, base, header):
         print(f"{op:<12}" + "".join(f"{c:>22}" for c in cells))
     print(f"{'FLOPs':<12}" + "".join(
         f"{rows[f'magnitude@{d:g}']['flops_median']:>22.0f}" if f"magnitude@{d:g}" in rows
-        else f"{'-':>22}" for d in densities) + "   (compacted, magnitude's median)")
+        else f"{'-':>22}" for d in densities) + "   (per sample, live weights; magnitude's median)")
     print("winner per density (lowest median) and Mann-Whitney U p-values (two-sided) "
           "against the others")
     for d in densities:
@@ -178,7 +178,7 @@ def plot(rows, densities, path, title):
             ax.fill_between(x, [r["q1"] for r in rs], [r["q3"] for r in rs], alpha=0.2)
     for ax, key, label in zip(axes, ("density", "flops_median"),
                               ("density (live fraction of the parameters)",
-                               "FLOPs per sample (compacted network)")):
+                               "FLOPs per sample (live weights)")):
         if ref:
             ax.axhline(ref["median"], color="k", ls="--", lw=1, label="no pruning")
             ax.axhspan(ref["q1"], ref["q3"], color="k", alpha=0.08)

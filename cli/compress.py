@@ -91,8 +91,9 @@ def compress(checkpoint, density, operator, allocation, finetune_epochs, lr, see
     click.echo(f"  test L1     {info['test_l1_before']:.4f} -> {info['test_l1']:.4f}")
     click.echo(f"  density     {info['preserved']:.4f} ({info['live']} of "
                f"{info['parameters']} parameters live)")
-    click.echo(f"  FLOPs       {info['flops']} per sample compacted "
-               f"({info['flops_dense']} dense)")
+    click.echo(f"  FLOPs       {info['flops']} per sample with the live weights; "
+               f"{info['flops_compacted']} as the compacted dense network "
+               f"({info['flops_dense']} before)")
     click.echo(f"  compacted   {shape}")
     if output is not None:
         click.echo(f"  written     {output}")

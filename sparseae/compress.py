@@ -65,8 +65,10 @@ def compress(model: Autoencoder, data, density: float, operator: str = "magnitud
     -------
     (Autoencoder, dict) : the compressed pair (fresh Adam state) and its
     metrics: ``test_l1_before``, ``test_l1``, ``validation_l1``, ``preserved``,
-    ``flops`` (of the compacted network), ``flops_dense``, ``widths`` (the
-    compacted network's), ``live`` and ``parameters``.
+    ``flops`` (per sample, live entries only, as ``sparseae eval``'s),
+    ``flops_compacted`` (the dense network of :func:`sparseae.metrics.compact`),
+    ``flops_dense``, ``widths`` (the compacted network's), ``live`` and
+    ``parameters``.
     """
     from sparseae import backend as be
     from sparseae.config import TrainConfig
@@ -138,8 +140,8 @@ def compress(model: Autoencoder, data, density: float, operator: str = "magnitud
         "preserved": _live(m) / m.n_params,
         "live": _live(m),
         "parameters": m.n_params,
-        "flops": fl["compacted"],
-        "flops_masked": fl["masked"],
+        "flops": fl["masked"],
+        "flops_compacted": fl["compacted"],
         "flops_dense": fl["dense"],
         "widths": compact(m).widths,
         "operator": operator,
@@ -170,7 +172,8 @@ def final_phase(run) -> dict:
                            backend=run.backend, allocation=c.density_allocation)
     run.final_model = small
     out = {f"final_{k}": info[k] for k in ("test_l1_before", "test_l1", "validation_l1",
-                                            "preserved", "flops", "widths", "operator",
+                                            "preserved", "flops", "flops_compacted",
+                                            "widths", "operator",
                                             "seconds")}
     if cell is not None:
         out["final_cell"] = cell

@@ -51,7 +51,8 @@ def test_compress_json_and_eval_reads_the_output(ckpts, kind, tmp_path):
     ev = json.loads(e.output)
     assert ev["test_l1"] == pytest.approx(s["test_l1"], rel=1e-6)
     assert ev["preserved"] == pytest.approx(s["preserved"])
-    assert ev["flops_compacted"] == s["flops"]
+    assert ev["flops"] == s["flops"] and ev["flops_compacted"] == s["flops_compacted"]
+    assert s["flops"] < s["flops_dense"]
     with h5py.File(out) as f:  # pruned weights are exactly 0
         for half in ("encoder", "decoder"):
             p, m = f[half]["params"][()], f[half]["mask"][()]
