@@ -10,7 +10,8 @@ the exponential schedule, fresh Adam, lr 1e-5, pruned weights regrow; on the
 chosen profile's data), whose best centre (lowest test L1) then goes through
 the final compression phase (:func:`sparseae.compress.compress`: gradual
 pruning to the density with the operator over the first half of the
-fine-tuning epochs, then fine-tuning at the density with permanent masks)
+fine-tuning epochs, then fine-tuning at the density with permanent masks;
+``--allocation global`` by default, the better of the two measured)
 for every operator and density.  The no-pruning reference is the same centre
 fine-tuned as long at density 1.  Prints the median (and IQR) of the final test
 L1 over the seeds per operator and density, the compacted FLOPs, the best
@@ -32,8 +33,8 @@ import numpy as np
 OPERATORS = ("random", "variance", "conjunctive", "magnitude")
 DENSITIES = (0.8, 0.5, 0.3, 0.2, 0.1, 0.05)
 #: (search epochs, fine-tuning epochs) of the full study and of --quick
-FULL = (300, 120)
-QUICK = (80, 40)
+FULL = (400, 150)
+QUICK = (100, 60)
 
 _DATA = {}
 
@@ -71,7 +72,7 @@ def search(args):
 
 def final(args):
     """One final phase: (seed, operator, density) -> metrics."""
-    profile, seed, epochs, finetune, operator, density, enc, dec = args
+    profile, seed, epochs, finetune, operator, density, enc, dec, allocation = args
     from sparseae.compress import compress
     from sparseae.model import Autoencoder
 
@@ -81,7 +82,7 @@ def final(args):
     m.encoder.params[0] = enc
     m.decoder.params[0] = dec
     _, info = compress(m, data, density, "magnitude" if operator == "none" else operator,
-                       finetune, seed=seed)
+                       finetune, seed=seed, allocation=allocation)
     return seed, operator, density, info
 
 
@@ -206,6 +207,9 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=None, help="search epochs")
     ap.add_argument("--finetune-epochs", type=int, default=None)
     ap.add_argument("--densities", default=",".join(f"{d:g}" for d in DENSITIES))
+    ap.add_argument("--allocation", choices=("global", "erk"), default="global",
+                    help="how the final phase shares the live entries among the tensors "
+                         "(global: measured better at densities <= 0.3)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--plot", default=None, help="write the figure here (PNG)")
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -218,10 +222,10 @@ def main(argv=None):
     with ProcessPoolExecutor(a.workers) as pool:
         bases = dict(pool.map(search, [(a.profile, s, epochs) for s in seeds]))
         t_search = time.perf_counter() - t0
-        jobs = [(a.profile, s, epochs, finetune, op, d, bases[s]["enc"], bases[s]["dec"])
-                for s in seeds for op in OPERATORS for d in densities]
-        jobs += [(a.profile, s, epochs, finetune, "none", 1.0, bases[s]["enc"], bases[s]["dec"])
-                 for s in seeds]
+        jobs = [(a.profile, s, epochs, finetune, op, d, bases[s]["enc"], bases[s]["dec"],
+                 a.allocation) for s in seeds for op in OPERATORS for d in densities]
+        jobs += [(a.profile, s, epochs, finetune, "none", 1.0, bases[s]["enc"], bases[s]["dec"],
+                  a.allocation) for s in seeds]
         results = list(pool.map(final, jobs, chunksize=4))
     wall = time.perf_counter() - t0
     ru_self, ru_kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
@@ -231,7 +235,7 @@ def main(argv=None):
     base = [bases[s]["test_l1"] for s in seeds]
     header = (f"frontier: {a.profile} data, {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}), "
               f"Lipi-AE-S search {epochs} epochs (gecco25 settings, RANDOM exponential), "
-              f"final phase {finetune} epochs (ERK allocation)\n"
+              f"final phase {finetune} epochs ({a.allocation} allocation)\n"
               f"CPU {cpu_model()}, {os.cpu_count()} cores, {a.workers} workers: "
               f"wall {wall:.0f} s (search {t_search:.0f} s), CPU {cpu:.0f} s")
     print_table(rows, winners, densities, base, header)
