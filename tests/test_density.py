@@ -243,3 +243,16 @@ def test_global_allocation_keeps_the_largest_weights_over_all_tensors():
     assert e.mask[0].sum() + d.mask[0].sum() == round(0.3 * (e.n + d.n))
     with pytest.raises(ConfigError, match="^density_allocation:"):
         TrainConfig(density_allocation="uniform").validate()
+
+
+def test_sweep_specs_take_the_new_fields():
+    from sparseae.sweep.spec import parse_spec
+
+    spec = parse_spec({"base": {"paradigm": "canonical", "operator": "magnitude", **TINY},
+                       "grid": {"target_density": [0.5, 0.2], "regrow": ["none", "gradient"]},
+                       "variant": [{"name": "final", "final_density": 0.1,
+                                    "finetune_epochs": 2}]})
+    assert len(spec.variants) == 5
+    assert {v.config.target_density for v in spec.variants} == {0.5, 0.2, None}
+    with pytest.raises(ConfigError, match="regrow"):
+        parse_spec({"base": {"operator": "random"}, "grid": {"regrow": ["random"]}})
