@@ -196,8 +196,11 @@ def forward(enc, dec, ie, id_, X) -> tuple:
     zs, hs = [], [h]
     for a, i, l in _chain(enc, dec, ie, id_):
         z = h @ a.weight(i, l).T + a.bias(i, l)
-        h = np.maximum(z, np.float32(0)) if a.shapes[l][2] == RELU else \
-            (np.float32(1) / (np.float32(1) + np.exp(-z))).astype(np.float32)
+        if a.shapes[l][2] == RELU:
+            h = np.maximum(z, np.float32(0))
+        else:
+            with np.errstate(over="ignore"):  # exp(-z) = inf for very negative z: h = 0
+                h = (np.float32(1) / (np.float32(1) + np.exp(-z))).astype(np.float32)
         zs.append(z)
         hs.append(h)
     return zs, hs
