@@ -11,7 +11,8 @@ chosen profile's data), whose best centre (lowest test L1) then goes through
 the final compression phase (:func:`sparseae.compress.compress`: gradual
 pruning to the density with the operator over the first half of the
 fine-tuning epochs, then fine-tuning at the density with permanent masks;
-``--allocation global`` by default, the better of the two measured)
+``--allocation erk`` by default, the better of the two measured on the
+default data)
 for every operator and density.  The no-pruning reference is the same centre
 fine-tuned as long at density 1.  Prints the median (and IQR) of the final test
 L1 over the seeds per operator and density, the compacted FLOPs, the best
@@ -207,9 +208,9 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=None, help="search epochs")
     ap.add_argument("--finetune-epochs", type=int, default=None)
     ap.add_argument("--densities", default=",".join(f"{d:g}" for d in DENSITIES))
-    ap.add_argument("--allocation", choices=("global", "erk"), default="global",
+    ap.add_argument("--allocation", choices=("erk", "global"), default="erk",
                     help="how the final phase shares the live entries among the tensors "
-                         "(global: measured better at densities <= 0.3)")
+                         "(erk: measured better on the default data)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--plot", default=None, help="write the figure here (PNG)")
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
