@@ -124,3 +124,21 @@ def test_compress_overwrite_replaces_the_output(ckpts, tmp_path):
     assert r.exit_code == 0, r.output
     ev = json.loads(invoke("eval", out, "--json").output)
     assert ev["preserved"] == pytest.approx(0.25, abs=1e-3)
+
+
+def test_train_flags_for_density_and_the_final_phase():
+    r = invoke("train", *SMALL, "--paradigm", "canonical", "--operator", "magnitude",
+               "--target-density", "0.3", "--regrow", "gradient", "--final-density", "0.1",
+               "--finetune-epochs", "2", "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert s["preserved"] == pytest.approx(0.3, abs=1e-3)
+    assert s["final_preserved"] == pytest.approx(0.1, abs=1e-3)
+    for args, needle in ((["--regrow", "random"], "--regrow"),
+                         (["--target-density", "0.2", "--operator", "none",
+                           "--paradigm", "canonical"], "--target-density"),
+                         (["--density-start", "0.6", "--density-end", "0.5"], "--density-end"),
+                         (["--final-density", "0"], "--final-density")):
+        r = invoke("train", *SMALL, *args)
+        assert r.exit_code == 2, (args, r.output)
+        assert len(error_lines(r)) == 1 and needle in error_lines(r)[0], (args, r.output)
