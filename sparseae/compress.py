@@ -82,6 +82,9 @@ def compress(model: Autoencoder, data, density: float, operator: str = "magnitud
     if not 0.0 < density <= 1.0:
         raise ConfigError(f"density: must be in (0, 1], got {density!r}")
     config = TrainConfig(paradigm="canonical") if config is None else config
+    from sparseae._checks import check_density
+
+    check_density("density", density, model.arch, config.prune_output_bias)
     # the final phase is not the reference's: CONJUNCTIVE's held-out samples come from
     # the validation split in every profile, so the test split never steers it
     config = dataclasses.replace(config, heldout_source="validation")

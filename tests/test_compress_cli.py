@@ -95,6 +95,7 @@ def test_compress_bad_inputs_exit_2_with_one_line(ckpts, tmp_path):
         ([tmp_path, "--density", "0.3"], None),
         ([notck, "--density", "0.3"], "checkpoint"),
         ([ckpts["canonical"], "--density", "0"], "--density"),
+        ([ckpts["canonical"], "--density", "0.005"], "output biases"),
         ([ckpts["canonical"], "--density", "1.5"], "--density"),
         ([ckpts["canonical"]], "--density"),
         ([ckpts["canonical"], "--density", "0.3", "--operator", "none"], "--operator"),

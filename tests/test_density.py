@@ -256,3 +256,15 @@ def test_sweep_specs_take_the_new_fields():
     assert {v.config.target_density for v in spec.variants} == {0.5, 0.2, None}
     with pytest.raises(ConfigError, match="regrow"):
         parse_spec({"base": {"operator": "random"}, "grid": {"regrow": ["random"]}})
+
+
+def test_a_density_below_the_output_biases_share_is_refused():
+    # 40 output biases of 3,110 parameters are never pruned: 0.01 cannot be reached
+    with pytest.raises(ConfigError, match="^target_density: must be >= 0.01286"):
+        make_run(TrainConfig(paradigm="canonical", operator="magnitude", target_density=0.01,
+                             epochs=2, **TINY))
+    make_run(TrainConfig(paradigm="canonical", operator="magnitude", target_density=0.01,
+                         prune_output_bias=True, epochs=2, **TINY))
+    data = binary_clustering(3, 40, 5, 0.05, 0)
+    with pytest.raises(ConfigError, match="^density: must be >="):
+        compress(Autoencoder((40, 30, 10), seed=1), data, 0.01, "magnitude", 0)
