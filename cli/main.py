@@ -3,6 +3,7 @@
 import click
 
 from sparseae import __version__
+from sparseae.cli.compress import compress
 from sparseae.cli.data import data
 from sparseae.cli.eval import eval_
 from sparseae.cli.export import export
@@ -22,4 +23,5 @@ main.add_command(eval_)
 main.add_command(data)
 main.add_command(sweep)
 main.add_command(report)
+main.add_command(compress)
 main.add_command(export)

@@ -111,6 +111,36 @@ class Amount(click.ParamType):
               help="CONJUNCTIVE threshold C on the normalised pre-activation.")
 @click.option("--heldout", type=click.IntRange(min=1), default=_D.heldout, show_default=True,
               help="CONJUNCTIVE held-out samples (from the validation split; at most its size).")
+@click.option("--target-density", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Prune every individual after each epoch to the cubic schedule's density, "
+                   "ending at this one (README, \"Compression\"); replaces --schedule's events.")
+@click.option("--density-start", type=click.FloatRange(0, 1, max_open=True),
+              default=_D.density_start, show_default=True,
+              help="--target-density: the schedule's window starts at this fraction of the run.")
+@click.option("--density-end", type=click.FloatRange(0, 1, min_open=True),
+              default=_D.density_end, show_default=True,
+              help="--target-density: the density is reached at this fraction of the run.")
+@click.option("--density-allocation", type=click.Choice(["erk", "global"]),
+              default=_D.density_allocation, show_default=True,
+              help="How the live entries are shared among the tensors (by shape, or by the "
+                   "largest |w| over all of them).")
+@click.option("--regrow", type=click.Choice(["none", "random", "gradient"]), default=_D.regrow,
+              show_default=True,
+              help="--target-density: drop --prune-amount of each tensor's live entries by the "
+                   "operator and regrow as many (by gradient or at random) while the window is "
+                   "open.")
+@click.option("--final-density", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="After the run, prune the best individual to this density and fine-tune it "
+                   "(the summary's final_* entries).")
+@click.option("--final-operator", type=click.Choice(["random", "variance", "conjunctive",
+                                                     "magnitude"]), default=None,
+              help="Operator of the final phase.  [default: the run's operator, magnitude if "
+                   "none]")
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=_D.finetune_epochs,
+              show_default=True, help="--final-density: fine-tuning epochs.")
+@click.option("--finetune-lr", type=click.FloatRange(min=0, max=10, min_open=True),
+              default=_D.finetune_lr, show_default=True,
+              help="--final-density: fine-tuning learning rate.")
 @click.option("--checkpoint", type=FilePath(), default=None,
               help="Write the run state here (HDF5) every --checkpoint-every epochs, at the end "
                    "and on Ctrl-C.  An existing file is refused unless it is the --resume file "
@@ -137,7 +167,9 @@ class Amount(click.ParamType):
 def train(ctx, config_path, profile, paradigm, arch, epochs, lr, lr_decay, adam, device,
           sync_cells, population, radius, lr_sigma,
           batch_size, seed, data_path, clusters, dim, per_cluster, noise, data_seed, operator,
-          schedule, prune_probability, prune_amount, threshold, heldout, checkpoint,
+          schedule, prune_probability, prune_amount, threshold, heldout, target_density,
+          density_start, density_end, density_allocation, regrow, final_density, final_operator,
+          finetune_epochs, finetune_lr, checkpoint,
           checkpoint_every, resume, keep_schedule, history_path, overwrite, quiet, as_json):
     """Train autoencoders with pruning and print a summary.
 

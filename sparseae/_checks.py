@@ -38,4 +38,17 @@ def check_run(config, data, arch) -> None:
         if amount > largest:
             raise ConfigError(f"prune_amount: a count must be <= {largest} (the entries of the "
                               f"largest tensor), got {amount}; a fraction is in [0, 1]")
+    for name in ("target_density", "final_density"):
+        value = getattr(config, name)
+        if value is not None:
+            check_density(name, value, arch, config.prune_output_bias)
     _memory.check_run(config, arch, data.dim)
+
+
+def check_density(name: str, density: float, arch, output_bias: bool = False) -> None:
+    """A density below the share of the entries that are never pruned (the decoder's
+    output biases, unless ``output_bias``) cannot be reached."""
+    fixed = 0 if output_bias else arch.decoder_shapes()[-1][1]
+    if round(density * arch.n_params) < fixed:
+        raise ConfigError(f"{name}: must be >= {fixed / arch.n_params:.4g} for architecture "
+                          f"{arch} (its {fixed} output biases are never pruned), got {density!r}")

@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from sparseae.config import TrainConfig
+from sparseae.density import density_event
 from sparseae.evaluation import model_l1, pair_metrics
 from sparseae.metrics import figure_epoch, preserved_total
 from sparseae.model import Autoencoder
@@ -122,6 +123,10 @@ class CanonicalRun(Run):
         c = self.config
         if c.operator == "none":
             return 0
+        if c.target_density is not None:
+            return density_event(c, c.operator, self.model.encoder, self.model.decoder, 0, 0,
+                                 self.rng, self.data, self._stats_e[0], self._stats_d[0],
+                                 self.epoch, self.backend)
         p = probability(c.schedule, c.p0(c.operator), self.epoch, c.final_epoch(), 1)
         if not p > self.rng.random():
             return 0
@@ -137,6 +142,7 @@ class CanonicalRun(Run):
         out["epochs"] = self.epoch
         out["seconds"] = getattr(self, "_wall", self.train_seconds + self.prune_seconds)
         out.update(self.timing())
+        out.update(self.final_summary())
         return out
 
     def checkpoint_parts(self) -> dict:

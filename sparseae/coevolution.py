@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from sparseae.config import TrainConfig
+from sparseae.density import density_event
 from sparseae.errors import ConfigError
 from sparseae.evaluation import best_centre, centre, population_metrics
 from sparseae.backend import EVAL_CHUNK
@@ -169,7 +170,10 @@ class LipiRun(Run):
         yield [req]
         replacement = float(req["result"][0, 0])
         pruned = 0
-        if operator != "none":
+        if operator != "none" and c.target_density is not None:
+            pruned = density_event(c, operator, we, wd, wi, wi, self.rng, self.data,
+                                   stats_e[wi], stats_d[wi], self.epoch, self.backend)
+        elif operator != "none":
             n = 2 * c.radius + 1
             p = probability(c.schedule, c.p0(operator), self.epoch, c.final_epoch(), n)
             if p > self.rng.random():
@@ -291,6 +295,7 @@ class LipiRun(Run):
         out["seconds"] = self.seconds
         out["seconds_per_epoch"] = self.seconds / max(1, self.epoch)
         out.update(self.timing())
+        out.update(self.final_summary())
         return out
 
     # ------------------------------------------------------------ checkpoints

@@ -119,6 +119,31 @@ class TrainConfig:
     #: ``train --resume R --epochs N --keep-schedule`` sets it to R's total, so the
     #: extension continues R's schedules instead of stretching them to N epochs.
     schedule_epochs: int | None = None
+    # ---- pruning to a chosen density (sparseae.density, sparseae.compress) ----
+    #: prune every individual to the gradual cubic schedule's density after each of
+    #: its epochs (Zhu & Gupta 2017), ending at this total density (None: off; the
+    #: operator's events then follow ``schedule`` as usual)
+    target_density: float | None = None
+    #: the window of that schedule, as fractions of the run: the density is 1 up to
+    #: ``density_start`` and ``target_density`` from ``density_end`` on
+    density_start: float = 0.0
+    density_end: float = 0.75
+    #: how the live entries are shared among the tensors: "erk" (fixed by the shapes,
+    #: Erdos-Renyi-Kernel as in RigL) or "global" (by the largest |w| over all tensors)
+    density_allocation: str = "erk"
+    #: prune-and-regrow inside the window (SET / RigL): each event also drops
+    #: ``prune_amount`` of every tensor's live entries by the operator and regrows as
+    #: many pruned ones, by gradient magnitude or at random ("none": off)
+    regrow: str = "none"
+    #: after the run, prune the best individual to this density and fine-tune it
+    #: with permanent masks (sparseae.compress; None: off)
+    final_density: float | None = None
+    #: operator of that final phase (None: the run's first operator, magnitude if none)
+    final_operator: str | None = None
+    #: canonical Adam epochs of the final phase (pruning over the first half)
+    finetune_epochs: int = 30
+    #: learning rate of the final phase's fine-tuning
+    finetune_lr: float = 1e-3
 
     def validate(self) -> "TrainConfig":
         """The validated config: this one, or a copy with the paradigm's defaults
@@ -208,6 +233,45 @@ class TrainConfig:
                      "sync_cells"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
+        self._check_density()
+
+    def _check_density(self) -> None:
+        from sparseae.density import ALLOCATIONS, REGROW
+
+        ops = self.operator.split(",")
+        if self.target_density is not None:
+            _float("target_density", self.target_density, 0.0, 1.0, lo_open=True)
+            if all(op == "none" for op in ops):
+                raise ConfigError("target_density: needs a pruning operator (random, variance, "
+                                  "conjunctive or magnitude), got operator none")
+            if self.regrowth:
+                raise ConfigError("target_density: needs permanent masks, but regrowth is true "
+                                  "(the gecco25 profile's); set regrowth = false")
+        _float("density_start", self.density_start, 0.0, 1.0, hi_open=True)
+        _float("density_end", self.density_end, 0.0, 1.0, lo_open=True)
+        if self.density_end <= self.density_start:
+            raise ConfigError(f"density_end: must be > density_start ({self.density_start:g}), "
+                              f"got {self.density_end!r}")
+        _choice("regrow", self.regrow, REGROW)
+        _choice("density_allocation", self.density_allocation, ALLOCATIONS)
+        if self.regrow != "none" and self.target_density is None:
+            raise ConfigError(f"regrow: {self.regrow} needs target_density (prune-and-regrow "
+                              "keeps the schedule's density)")
+        if self.final_density is not None:
+            _float("final_density", self.final_density, 0.0, 1.0, lo_open=True)
+        if self.final_operator is not None:
+            _choice("final_operator", self.final_operator,
+                    ("random", "variance", "conjunctive", "magnitude"))
+        _int("finetune_epochs", self.finetune_epochs, 0)
+        _float("finetune_lr", self.finetune_lr, 0.0, 10.0, lo_open=True)
+
+    def final_op(self) -> str:
+        """The final phase's operator: ``final_operator``, else the run's first
+        pruning operator, else magnitude."""
+        if self.final_operator is not None:
+            return self.final_operator
+        ops = [op for op in self.operator.split(",") if op != "none"]
+        return ops[0] if ops else "magnitude"
 
     def p0(self, operator: str) -> float:
         """P0 of ``operator``'s pruning schedule (ALGORITHM.md section 4)."""

@@ -242,21 +242,29 @@ def prune_event(config, operator: str, enc, dec, ie: int, id_: int, rng, data, s
     """
     marks_e = marks_d = None
     if operator == "conjunctive":
-        from sparseae import backend as be
-
-        backend = be.get(config.device) if backend is None else backend
-        k = config.heldout
-        if config.heldout_source == "test_reference":
-            src = data.test
-            idx = rng.integers(1, max(2, src.shape[0]), k)
-        else:
-            src = data.validation
-            idx = rng.choice(src.shape[0], k, replace=k > src.shape[0])
-        marks_e, marks_d = backend.conjunctive(enc.params[ie], enc.table, dec.params[id_],
-                                               dec.table, src[idx], config.threshold)
+        marks_e, marks_d = conjunctive_marks(config, enc, dec, ie, id_, rng, data, backend)
     c = config
     return prune_pair(operator, enc, dec, ie, id_, c.prune_amount, rng,
                       stats_e=stats_e, stats_d=stats_d, marks_e=marks_e, marks_d=marks_d,
                       structural=c.structural, output_bias=c.prune_output_bias,
                       regrowth=c.regrowth, random_scope=c.random_scope,
                       variance_direction=c.variance_direction, variance_draws=c.variance_draws)
+
+
+def conjunctive_marks(config, enc, dec, ie: int, id_: int, rng, data, backend=None):
+    """CONJUNCTIVE marks ``(marks_e, marks_d)`` of encoder row ``ie`` and decoder
+    row ``id_`` over ``config.heldout`` samples drawn from ``rng`` (the validation
+    split, without replacement when there are enough; gecco25: test rows 1..n-1
+    with replacement), computed on ``backend`` (default ``config.device``'s)."""
+    from sparseae import backend as be
+
+    backend = be.get(config.device) if backend is None else backend
+    k = config.heldout
+    if config.heldout_source == "test_reference":
+        src = data.test
+        idx = rng.integers(1, max(2, src.shape[0]), k)
+    else:
+        src = data.validation
+        idx = rng.choice(src.shape[0], k, replace=k > src.shape[0])
+    return backend.conjunctive(enc.params[ie], enc.table, dec.params[id_], dec.table, src[idx],
+                               config.threshold)

@@ -195,6 +195,18 @@ class Run:
         self._wall = time.perf_counter() - t0
         return self.summary()
 
+    def final_summary(self) -> dict:
+        """The ``final_*`` entries of the final compression phase
+        (:func:`sparseae.compress.final_phase`), run once when the run has finished
+        and ``final_density`` is set; else empty."""
+        if self.config.final_density is None or self.epoch < self.config.epochs:
+            return {}
+        if getattr(self, "_final", None) is None:
+            from sparseae.compress import final_phase
+
+            self._final = final_phase(self)
+        return self._final
+
     def timing(self) -> dict:
         """The summary's time figures."""
         out = {key: getattr(self, key) for key in self.timing_keys}

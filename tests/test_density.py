@@ -1,0 +1,270 @@
+"""Pruning to a density: cubic schedule, ERK allocation, exact per-tensor counts,
+prune-and-regrow, permanent masks in the final phase, the config fields."""
+
+import numpy as np
+import pytest
+
+from sparseae import TrainConfig
+from sparseae.compress import compress
+from sparseae.data import binary_clustering
+from sparseae.density import allocate, counts_for, cubic_density, prune_to, tensors
+from sparseae.errors import ConfigError
+from sparseae.model import Autoencoder
+from sparseae.runs import make_run
+
+TINY = dict(clusters=3, dim=40, per_cluster=5)
+OPS = ("random", "variance", "conjunctive", "magnitude")
+
+
+def live_counts(enc, dec, ie=0, id_=0, output_bias=False):
+    out = []
+    for a, l, b in tensors(enc, dec, output_bias):
+        i = ie if a is enc else id_
+        out.append(int((a.bias(i, l, "mask") if b else a.weight(i, l, "mask")).sum()))
+    return out
+
+
+def test_cubic_schedule_matches_hand_values():
+    # d = target + (1 - target) (1 - p)^3, p = (t - start T) / ((end - start) T)
+    assert cubic_density(0, 100, 0.1, 0.0, 0.5) == 1.0
+    assert cubic_density(25, 100, 0.1, 0.0, 0.5) == pytest.approx(0.1 + 0.9 * 0.125)
+    assert cubic_density(10, 100, 0.2, 0.0, 0.4) == pytest.approx(0.2 + 0.8 * 0.75 ** 3)
+    assert cubic_density(50, 100, 0.1, 0.0, 0.5) == 0.1
+    assert cubic_density(99, 100, 0.1, 0.0, 0.5) == 0.1
+    assert cubic_density(10, 100, 0.1, 0.2, 0.6) == 1.0  # before the window
+    assert cubic_density(40, 100, 0.3, 0.2, 0.6) == pytest.approx(0.3 + 0.7 * 0.125)
+    # non-increasing over the run
+    d = [cubic_density(t, 40, 0.05, 0.1, 0.8) for t in range(41)]
+    assert all(a >= b for a, b in zip(d, d[1:])) and d[-1] == 0.05
+
+
+def test_erk_allocation_is_exact_and_favours_small_layers():
+    shapes = [(30, 1000), (30,), (10, 30), (10,), (30, 10), (30,), (1000, 30)]
+    sizes = [int(np.prod(s)) for s in shapes]
+    for budget in (0, 1, 777, 3000, 12345, sum(sizes) - 1, sum(sizes)):
+        c = allocate(shapes, budget)
+        assert int(c.sum()) == budget
+        assert all(0 <= k <= n for k, n in zip(c, sizes))
+    c = allocate(shapes, 30000)
+    assert c[2] == 300 and c[4] == 300  # the bottleneck layers stay dense
+    assert c[0] / 30000 < 0.5 and abs(int(c[0]) - int(c[6])) <= 1
+    c = allocate(shapes, 6000)  # a smaller share of the wide layers survives
+    assert c[2] / 300 > 2 * c[0] / 30000
+
+
+@pytest.mark.parametrize("operator", OPS)
+def test_target_density_reached_exactly_per_tensor_canonical(operator):
+    run = make_run(TrainConfig(paradigm="canonical", operator=operator, epochs=6, seed=3,
+                               target_density=0.2, density_end=0.5, **TINY))
+    s = run.run()
+    e, d = run.model.encoder, run.model.decoder
+    _, counts = counts_for(e, d, 0.2)
+    assert live_counts(e, d) == [int(k) for k in counts]
+    assert e.mask[0].sum() + d.mask[0].sum() == round(0.2 * (e.n + d.n))
+    assert s["preserved"] == pytest.approx(round(0.2 * (e.n + d.n)) / (e.n + d.n))
+    # pruned entries are exactly 0 (parameters and Adam moments)
+    for a in (e, d):
+        dead = a.mask[0] == 0
+        assert not a.params[0][dead].any() and not a.m[0][dead].any() and not a.v[0][dead].any()
+
+
+def test_target_density_in_lipi_every_centre_and_regrow():
+    run = make_run(TrainConfig(paradigm="lipi", population=3, operator="magnitude,random",
+                               epochs=5, seed=1, target_density=0.3, density_end=0.6,
+                               regrow="gradient", **TINY))
+    run.run()
+    E, D = run.encoders, run.decoders
+    _, counts = counts_for(E, D, 0.3)
+    for k in range(3):
+        assert live_counts(E, D, k, k) == [int(c) for c in counts]
+
+
+def test_schedule_density_each_epoch_and_masks_permanent_after_the_window():
+    run = make_run(TrainConfig(paradigm="canonical", operator="magnitude", epochs=9, seed=0,
+                               target_density=0.25, density_start=0.0, density_end=0.5,
+                               regrow="random", **TINY))
+    T = run.config.final_epoch()
+    masks = []
+    for epoch in range(9):
+        run.run_epoch()
+        e, d = run.model.encoder, run.model.decoder
+        want = cubic_density(epoch, T, 0.25, 0.0, 0.5)
+        assert live_counts(e, d) == [int(c) for c in counts_for(e, d, want)[1]]
+        masks.append(np.concatenate([e.mask[0], d.mask[0]]))
+    first_at_target = int(np.ceil(0.5 * T))
+    for m in masks[first_at_target + 1:]:  # no regrowth after the window: masks fixed
+        assert np.array_equal(m, masks[first_at_target])
+
+
+def test_regrow_keeps_live_counts_and_new_entries_start_at_zero():
+    data = binary_clustering(3, 40, 5, 0.05, 0)
+    m = Autoencoder((40, 30, 10), seed=2)
+    rng = np.random.default_rng(0)
+    e, d = m.encoder, m.decoder
+    prune_to("magnitude", e, d, 0, 0, 0.3, rng)
+    before = live_counts(e, d)
+    mask0 = np.concatenate([e.mask[0], d.mask[0]]).copy()
+    e.m[0][e.mask[0] == 1] = 0.5  # moments of live entries: regrown ones must get 0
+    e.v[0][e.mask[0] == 1] = 0.5
+    for kind in ("gradient", "random"):
+        prune_to("random", e, d, 0, 0, 0.3, rng, regrow=kind, regrow_amount=0.2,
+                 grow_rows=data.train)
+        assert live_counts(e, d) == before
+    mask1 = np.concatenate([e.mask[0], d.mask[0]])
+    params = np.concatenate([e.params[0], d.params[0]])
+    grown = (mask0 == 0) & (mask1 == 1)
+    assert grown.sum() > 0
+    assert not params[grown].any()
+    assert not e.m[0][(mask0[:e.n] == 0) & (e.mask[0] == 1)].any()
+    assert not e.v[0][(mask0[:e.n] == 0) & (e.mask[0] == 1)].any()
+
+
+def test_gradient_regrow_picks_the_largest_gradients():
+    from sparseae.density import gradients
+
+    data = binary_clustering(3, 40, 5, 0.05, 0)
+    m = Autoencoder((40, 30, 10), seed=4)
+    e, d = m.encoder, m.decoder
+    prune_to("magnitude", e, d, 0, 0, 0.4, np.random.default_rng(0))
+    g = gradients(e, d, 0, 0, data.train)[0][0]  # encoder layer 0 weight
+    mask_before = e.weight(0, 0, "mask").copy()
+    prune_to("magnitude", e, d, 0, 0, 0.4, np.random.default_rng(0), regrow="gradient",
+             regrow_amount=0.1, grow_rows=data.train)
+    grown = (mask_before == 0) & (e.weight(0, 0, "mask") == 1)
+    pruned_now = e.weight(0, 0, "mask") == 0
+    assert grown.sum() > 0
+    # every regrown entry has a gradient at least as large as any entry left pruned
+    # that was not pruned in this event
+    left = pruned_now & (mask_before == 0)
+    assert np.abs(g[grown]).min() >= np.abs(g[left]).max()
+
+
+def test_gradients_match_finite_differences():
+    from sparseae.density import gradients
+
+    data = binary_clustering(3, 40, 5, 0.05, 0)
+    m = Autoencoder((40, 30, 10), seed=5)
+    X = data.train[:8]
+    g = gradients(m.encoder, m.decoder, 0, 0, X)
+    w = m.decoder.weight(0, 1)
+    for (r, c) in ((0, 0), (3, 7), (39, 29)):
+        old = float(w[r, c])
+        w[r, c] = old + 1e-2
+        up = m.l1(X)
+        w[r, c] = old - 1e-2
+        down = m.l1(X)
+        w[r, c] = old
+        assert g[3][0][r, c] == pytest.approx((up - down) / 2e-2, abs=2e-4)
+
+
+@pytest.mark.parametrize("operator", OPS)
+def test_final_phase_reaches_density_and_pruned_weights_stay_zero(operator):
+    data = binary_clustering(3, 40, 5, 0.05, 0)
+    m = Autoencoder((40, 30, 10), seed=1)
+    small, info = compress(m, data, 0.15, operator, 6, seed=3)
+    e, d = small.encoder, small.decoder
+    assert live_counts(e, d) == [int(c) for c in counts_for(e, d, 0.15)[1]]
+    assert info["preserved"] == pytest.approx(round(0.15 * m.n_params) / m.n_params)
+    for a in (e, d):
+        assert not a.params[0][a.mask[0] == 0].any()
+    again, info2 = compress(m, data, 0.15, operator, 6, seed=3)
+    assert np.array_equal(again.encoder.params, e.params)
+    assert info2["test_l1"] == info["test_l1"]
+    # the input model is not changed
+    assert m.encoder.mask.all() and m.decoder.mask.all()
+
+
+def test_final_density_in_a_run_summary():
+    run = make_run(TrainConfig(paradigm="lipi", population=3, operator="random", epochs=2,
+                               seed=0, final_density=0.3, finetune_epochs=2, **TINY))
+    s = run.run()
+    assert s["final_preserved"] == pytest.approx(0.3, abs=1e-3)
+    assert s["final_operator"] == "random" and "final_cell" in s
+    assert set(("final_test_l1", "final_test_l1_before", "final_flops")) <= set(s)
+
+
+@pytest.mark.parametrize("fields, name", [
+    (dict(target_density=0.0), "target_density"),
+    (dict(target_density=1.5), "target_density"),
+    (dict(target_density="x"), "target_density"),
+    (dict(target_density=0.2, operator="none"), "target_density"),
+    (dict(density_start=1.0), "density_start"),
+    (dict(density_start=0.5, density_end=0.5), "density_end"),
+    (dict(density_end=0.0), "density_end"),
+    (dict(regrow="rigl"), "regrow"),
+    (dict(regrow="random"), "regrow"),
+    (dict(final_density=0.0), "final_density"),
+    (dict(final_density=2), "final_density"),
+    (dict(final_operator="none"), "final_operator"),
+    (dict(finetune_epochs=-1), "finetune_epochs"),
+    (dict(finetune_epochs=1.5), "finetune_epochs"),
+    (dict(finetune_lr=0), "finetune_lr"),
+])
+def test_new_config_fields_are_validated(fields, name):
+    with pytest.raises(ConfigError, match=f"^{name}:"):
+        TrainConfig(**fields).validate()
+
+
+def test_target_density_refuses_regrowing_profile_and_works_in_files(tmp_path):
+    with pytest.raises(ConfigError, match="^target_density:.*regrowth"):
+        TrainConfig.from_profile("gecco25", paradigm="lipi", operator="random",
+                                 target_density=0.2)
+    TrainConfig.from_profile("gecco25", paradigm="lipi", operator="random", target_density=0.2,
+                             regrowth=False)
+    p = tmp_path / "c.toml"
+    p.write_text('paradigm = "canonical"\noperator = "magnitude"\ntarget_density = 0.1\n'
+                 'regrow = "gradient"\nfinal_density = 0.05\n')
+    c = TrainConfig.from_toml(p)
+    assert (c.target_density, c.regrow, c.final_density) == (0.1, "gradient", 0.05)
+    assert c.final_op() == "magnitude"
+    assert TrainConfig(operator="none", paradigm="canonical").validate().final_op() == "magnitude"
+
+
+def test_global_allocation_keeps_the_largest_weights_over_all_tensors():
+    m = Autoencoder((40, 30, 10), seed=6)
+    e, d = m.encoder, m.decoder
+    ts = tensors(e, d)
+    mags = np.concatenate([np.abs(a.bias(0, l) if b else a.weight(0, l)).ravel()
+                           for a, l, b in ts])
+    fixed = e.n + d.n - mags.size
+    keep = round(0.2 * (e.n + d.n)) - fixed
+    thresh = np.sort(mags)[::-1][keep - 1]
+    prune_to("magnitude", e, d, 0, 0, 0.2, np.random.default_rng(0), allocation="global")
+    assert e.mask[0].sum() + d.mask[0].sum() == round(0.2 * (e.n + d.n))
+    masks = np.concatenate([(a.bias(0, l, "mask") if b else a.weight(0, l, "mask")).ravel()
+                            for a, l, b in ts])
+    # global magnitude pruning: live exactly where |w| was among the largest (no ties here)
+    assert np.array_equal(masks == 1, mags >= thresh)
+    c = TrainConfig(paradigm="canonical", operator="random", target_density=0.3,
+                    density_allocation="global", epochs=3, **TINY).validate()
+    run = make_run(c)
+    run.run()
+    e, d = run.model.encoder, run.model.decoder
+    assert e.mask[0].sum() + d.mask[0].sum() == round(0.3 * (e.n + d.n))
+    with pytest.raises(ConfigError, match="^density_allocation:"):
+        TrainConfig(density_allocation="uniform").validate()
+
+
+def test_sweep_specs_take_the_new_fields():
+    from sparseae.sweep.spec import parse_spec
+
+    spec = parse_spec({"base": {"paradigm": "canonical", "operator": "magnitude", **TINY},
+                       "grid": {"target_density": [0.5, 0.2], "regrow": ["none", "gradient"]},
+                       "variant": [{"name": "final", "final_density": 0.1,
+                                    "finetune_epochs": 2}]})
+    assert len(spec.variants) == 5
+    assert {v.config.target_density for v in spec.variants} == {0.5, 0.2, None}
+    with pytest.raises(ConfigError, match="regrow"):
+        parse_spec({"base": {"operator": "random"}, "grid": {"regrow": ["random"]}})
+
+
+def test_a_density_below_the_output_biases_share_is_refused():
+    # 40 output biases of 3,110 parameters are never pruned: 0.01 cannot be reached
+    with pytest.raises(ConfigError, match="^target_density: must be >= 0.01286"):
+        make_run(TrainConfig(paradigm="canonical", operator="magnitude", target_density=0.01,
+                             epochs=2, **TINY))
+    make_run(TrainConfig(paradigm="canonical", operator="magnitude", target_density=0.01,
+                         prune_output_bias=True, epochs=2, **TINY))
+    data = binary_clustering(3, 40, 5, 0.05, 0)
+    with pytest.raises(ConfigError, match="^density: must be >="):
+        compress(Autoencoder((40, 30, 10), seed=1), data, 0.01, "magnitude", 0)
