@@ -24,12 +24,13 @@ L1 against density and against FLOPs with IQR bands.
 import argparse
 import json
 import os
-import platform
 import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+
+from bench._timing import cpu_model
 
 OPERATORS = ("random", "variance", "conjunctive", "magnitude")
 DENSITIES = (0.8, 0.5, 0.3, 0.2, 0.1, 0.05)
@@ -85,17 +86,6 @@ def final(args):
     _, info = compress(m, data, density, "magnitude" if operator == "none" else operator,
                        finetune, seed=seed, allocation=allocation)
     return seed, operator, density, info
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _q(values):

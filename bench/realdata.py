@@ -44,15 +44,9 @@ ALPHA = 0.05
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from bench._timing import cpu_model
+
+    model = cpu_model()
     load = " ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return f"{os.cpu_count()} cores, {model}, load average {load}"
 

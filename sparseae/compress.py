@@ -27,7 +27,7 @@ import numpy as np
 
 from sparseae._options import ADAM_BETAS, ADAM_EPS
 from sparseae.density import forward, prune_to
-from sparseae.errors import CheckpointError, ConfigError
+from sparseae.errors import ConfigError
 from sparseae.model import Autoencoder
 
 OPERATORS = ("random", "variance", "conjunctive", "magnitude")
@@ -190,33 +190,16 @@ def load_best(path, data=None, device: str = "cpu"):
     """The best individual of the checkpoint ``path`` (either kind; a population's
     centre of lowest test L1): ``(model, config, data, data_file, ck, cell)``."""
     from sparseae import backend as be
-    from sparseae import checkpoint as ckpt_io
-    from sparseae.evaluation import centre, model_l1
-    from sparseae.model import Arena, Architecture
+    from sparseae.evaluation import centre, check_width, load_trained, model_l1
     from sparseae.provenance import locate
-    from sparseae.resume import read_checkpoint, restore_arenas
-    from sparseae.errors import DataError
 
-    ck = ckpt_io.load(path)
-    if ck.kind not in ("canonical", "population"):
-        raise CheckpointError(f"checkpoint: {path} holds an unknown kind {ck.kind!r}")
-    ck, config = read_checkpoint(path, ("epoch", "arch"), ck, kind=ck.kind)
+    ck, config, arch, enc, dec = load_trained(path)
     data_file = None
     if data is None:
         data, data_file = locate(ck, path, config)
-    try:
-        arch = Architecture(tuple(ck.state["arch"]))
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint: {path} holds an invalid architecture ({exc})") \
-            from None
-    if arch.input_dim != data.dim:
-        raise DataError(f"data: width {data.dim} does not match the checkpoint's input width "
-                        f"{arch.input_dim}")
-    N = config.population if ck.kind == "population" else 1
-    enc, dec = Arena(arch.encoder_shapes(), N), Arena(arch.decoder_shapes(), N)
-    restore_arenas(enc, dec, ck, path)
+    check_width(arch, data)
     b = be.get(device)
-    l1 = [model_l1(centre(enc, dec, k, arch), data.test, b) for k in range(N)]
+    l1 = [model_l1(centre(enc, dec, k, arch), data.test, b) for k in range(enc.population)]
     cell = int(np.argmin(l1))
     return centre(enc, dec, cell, arch), config, data, data_file, ck, cell
 

@@ -28,7 +28,8 @@ import numpy as np
 
 from sparseae._options import COL_UNIT, RELU
 from sparseae.errors import ConfigError
-from sparseae.operators import magnitude_mask, random_mask, unit_spread, variance_mask
+from sparseae.operators import (magnitude_mask, random_mask, unit_spread, variance_mask,
+                                zero_pruned)
 
 #: Training rows whose gradient ranks the entries to regrow ("gradient" regrow).
 GROW_ROWS = 100
@@ -226,13 +227,6 @@ def gradients(enc, dec, ie, id_, X) -> list:
     return out
 
 
-def _zero_pruned(arena, i):
-    dead = arena.mask[i] == 0
-    arena.params[i][dead] = 0.0
-    arena.m[i][dead] = 0.0
-    arena.v[i][dead] = 0.0
-
-
 def prune_to(operator: str, enc, dec, ie: int, id_: int, density: float, rng, *,
              output_bias: bool = False, scores_e=None, scores_d=None, direction: str = "low",
              regrow: str = "none", regrow_amount=0.1, grow_rows=None,
@@ -279,8 +273,8 @@ def prune_to(operator: str, enc, dec, ie: int, id_: int, density: float, rng, *,
                     for which in ("params", "m", "v"):
                         _get(arena, i, l, is_bias, which).reshape(-1)[idx] = 0.0
         mask[...] = new
-    _zero_pruned(enc, ie)
-    _zero_pruned(dec, id_)
+    zero_pruned(enc, ie)
+    zero_pruned(dec, id_)
     return before - int(enc.mask[ie].sum()) - int(dec.mask[id_].sum())
 
 

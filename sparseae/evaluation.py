@@ -71,6 +71,34 @@ def best_centre(metrics: list) -> dict:
     return out
 
 
+def load_trained(path) -> tuple:
+    """A training checkpoint of either kind, checked, with its individuals in arenas:
+    ``(ck, config, arch, encoders, decoders)`` (one row for a canonical run, the
+    centres for a population)."""
+    from sparseae.resume import read_checkpoint, restore_arenas
+
+    ck = ckpt_io.load(path)
+    if ck.kind not in ("canonical", "population"):
+        raise CheckpointError(f"checkpoint: {path} holds an unknown kind {ck.kind!r}")
+    ck, config = read_checkpoint(path, ("epoch", "arch"), ck, kind=ck.kind)
+    try:
+        arch = Architecture(tuple(ck.state["arch"]))
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint: {path} holds an invalid architecture ({exc})") \
+            from None
+    N = config.population if ck.kind == "population" else 1
+    enc, dec = Arena(arch.encoder_shapes(), N), Arena(arch.decoder_shapes(), N)
+    restore_arenas(enc, dec, ck, path)
+    return ck, config, arch, enc, dec
+
+
+def check_width(arch: Architecture, data: Dataset) -> None:
+    """Refuse data whose width is not the network's input width."""
+    if arch.input_dim != data.dim:
+        raise DataError(f"data: width {data.dim} does not match the checkpoint's input width "
+                        f"{arch.input_dim}")
+
+
 def evaluate(path, data: Dataset | None = None, device: str = "cpu",
              data_file: str | None = None) -> dict:
     """Metrics of a checkpoint of either kind; for a population, every centre and
@@ -86,26 +114,13 @@ def evaluate(path, data: Dataset | None = None, device: str = "cpu",
     from sparseae import backend
     from sparseae.inputs import fingerprint
     from sparseae.provenance import describe, locate
-    from sparseae.resume import read_checkpoint, restore_arenas
 
     b = backend.get(device)
-    ck = ckpt_io.load(path)
-    if ck.kind not in ("canonical", "population"):
-        raise CheckpointError(f"checkpoint: {path} holds an unknown kind {ck.kind!r}")
-    ck, config = read_checkpoint(path, ("epoch", "arch"), ck, kind=ck.kind)
+    ck, config, arch, enc, dec = load_trained(path)
     if data is None:
         data, data_file = locate(ck, path, config)
-    try:
-        arch = Architecture(tuple(ck.state["arch"]))
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint: {path} holds an invalid architecture ({exc})") \
-            from None
-    if arch.input_dim != data.dim:
-        raise DataError(f"data: width {data.dim} does not match the checkpoint's input width "
-                        f"{arch.input_dim}")
-    N = config.population if ck.kind == "population" else 1
-    enc, dec = Arena(arch.encoder_shapes(), N), Arena(arch.decoder_shapes(), N)
-    restore_arenas(enc, dec, ck, path)
+    check_width(arch, data)
+    N = enc.population
     metrics = population_metrics(enc, dec, arch, data, config.regrowth, b)
     out = {"paradigm": "lipi" if ck.kind == "population" else "canonical", "arch": str(arch),
            "operator": config.operator, "schedule": config.schedule}

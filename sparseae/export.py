@@ -293,28 +293,15 @@ def from_checkpoint(path, data=None, cell: int | None = None, device: str = "cpu
     ``test_l1``.
     """
     from sparseae import backend
-    from sparseae import checkpoint as ckpt_io
     from sparseae.errors import ConfigError, DataError
-    from sparseae.evaluation import centre, model_l1
+    from sparseae.evaluation import centre, check_width, load_trained, model_l1
     from sparseae.metrics import compact
-    from sparseae.model import Arena, Architecture
-    from sparseae.resume import read_checkpoint, restore_arenas
 
-    ck = ckpt_io.load(path)
-    if ck.kind not in ("canonical", "population"):
-        raise CheckpointError(f"checkpoint: {path} holds an unknown kind {ck.kind!r}")
-    ck, config = read_checkpoint(path, ("epoch", "arch"), ck, kind=ck.kind)
-    try:
-        arch = Architecture(tuple(ck.state["arch"]))
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint: {path} holds an invalid architecture ({exc})") \
-            from None
-    N = config.population if ck.kind == "population" else 1
+    ck, config, arch, enc, dec = load_trained(path)
+    N = enc.population
     if cell is not None and not 0 <= cell < N:
         raise ConfigError(f"cell: {path} has {N} centre{'s' * (N > 1)} (0 to {N - 1}), "
                           f"got {cell}")
-    enc, dec = Arena(arch.encoder_shapes(), N), Arena(arch.decoder_shapes(), N)
-    restore_arenas(enc, dec, ck, path)
     info = {"paradigm": "lipi" if ck.kind == "population" else "canonical", "arch": str(arch)}
     if cell is None and N > 1:
         if data is None:
@@ -325,9 +312,7 @@ def from_checkpoint(path, data=None, cell: int | None = None, device: str = "cpu
             except DataError as exc:  # say how to do without them
                 raise DataError(f"{str(exc).rstrip('.')}; or export a chosen centre with "
                                 "--cell") from None
-        if arch.input_dim != data.dim:
-            raise DataError(f"data: width {data.dim} does not match the checkpoint's input "
-                            f"width {arch.input_dim}")
+        check_width(arch, data)
         b = backend.get(device)
         l1 = [model_l1(centre(enc, dec, k, arch), data.test, b) for k in range(N)]
         cell = int(np.argmin(l1))

@@ -124,7 +124,8 @@ def conjunctive_mask(t, mask, marks):
     return new
 
 
-def _zero_pruned(arena, i):
+def zero_pruned(arena, i):
+    """Zero the parameters and Adam moments of row ``i``'s pruned entries."""
     dead = arena.mask[i] == 0
     arena.params[i][dead] = 0.0
     arena.m[i][dead] = 0.0
@@ -154,8 +155,8 @@ def propagate_dead_units(enc, dec, ie: int, id_: int) -> None:
         masks[k][0][useless, :] = 0
         masks[k][1][useless] = 0
         masks[k + 1][0][:, useless] = 0
-    _zero_pruned(enc, ie)
-    _zero_pruned(dec, id_)
+    zero_pruned(enc, ie)
+    zero_pruned(dec, id_)
 
 
 def prune_pair(operator: str, enc, dec, ie: int, id_: int, amount, rng, *,
@@ -223,7 +224,7 @@ def prune_pair(operator: str, enc, dec, ie: int, id_: int, amount, rng, *,
         if regrowth:
             arena.zeros[i] = count_zeros(arena, i)
         else:
-            _zero_pruned(arena, i)
+            zero_pruned(arena, i)
     if structural and not regrowth:
         propagate_dead_units(enc, dec, ie, id_)
     return before - alive()
