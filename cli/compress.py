@@ -44,8 +44,8 @@ _OPERATORS = ("random", "variance", "conjunctive", "magnitude")
               help="Where the kernels run.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (test_l1_before, test_l1, preserved, flops, ...).")
-def compress(checkpoint, density, operator, allocation, finetune_epochs, lr, seed, output, overwrite,
-             data_path, device, as_json):
+def compress(checkpoint, density, operator, allocation, finetune_epochs, lr, seed, output,
+             overwrite, data_path, device, as_json):
     """Prune the best model of CHECKPOINT (a canonical run's model, or a population's
     centre of lowest test L1) to --density with --operator, fine-tune it with permanent
     masks, and print test L1 before and after, density, FLOPs and the compacted shape."""
