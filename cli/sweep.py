@@ -76,7 +76,7 @@ def sweep(spec_path, sets, trials, workers, out, device, lockstep, lockstep_runs
             if dry_run:
                 _dry_run(plan(spec, out, trials), spec, out, as_json)
                 if cluster in ("slurm", "pbs") and not as_json:
-                    from sparseae.sweep.cluster import job_script
+                    from sparseae.sweep.cluster_settings import job_script
 
                     click.echo(f"job script ({cluster}, one per job):")
                     click.echo(job_script(cluster, table))
@@ -129,7 +129,7 @@ def _cluster_settings(spec, cluster, cluster_config, workers, lockstep, device) 
             raise InputError("--cluster-config: give --cluster too (local:N, tcp://HOST:PORT, "
                              "slurm or pbs)")
         return None
-    from sparseae.sweep.cluster import load_cluster_config, parse_target
+    from sparseae.sweep.cluster_settings import load_cluster_config, parse_target
 
     parse_target(cluster)
     if workers is not None:

@@ -28,6 +28,7 @@ from sparseae.cli.main import main  # noqa: E402
 from sparseae.errors import ClusterError, ConfigError, ResultsError  # noqa: E402
 from sparseae.report import load_results  # noqa: E402
 from sparseae.sweep import cluster as dc  # noqa: E402
+from sparseae.sweep import cluster_settings as cs  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(arch="20,6,3", clusters=3, dim=20, per_cluster=5, batch_size=3, population=3,
@@ -304,7 +305,7 @@ def test_slurm_and_pbs_job_scripts_from_a_cluster_table(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(BASE_TOML + CLUSTER_TOML)
     spec = sw.load_spec(path)
-    script = dc.job_script("slurm", spec.cluster)
+    script = cs.job_script("slurm", spec.cluster)
     lines = script.splitlines()
     for line in ("#SBATCH -J sparseae", "#SBATCH -p short", "#SBATCH -A proj1", "#SBATCH -n 1",
                  "#SBATCH --cpus-per-task=8", "#SBATCH --mem=15G", "#SBATCH -t 01:00:00",
@@ -314,10 +315,10 @@ def test_slurm_and_pbs_job_scripts_from_a_cluster_table(tmp_path):
     (command,) = [x for x in lines if "distributed.cli.dask_worker" in x]
     assert " --nthreads 1 " in command and " --nworkers 8 " in command, command
     # two numba threads per run: 4 single-task workers in the same 8-core job
-    script = dc.job_script("slurm", dict(spec.cluster, threads=2))
+    script = cs.job_script("slurm", dict(spec.cluster, threads=2))
     assert "#SBATCH --cpus-per-task=8" in script and 'export NUMBA_NUM_THREADS="2"' in script
     assert " --nthreads 1 " in script and " --nworkers 4 " in script, script
-    script = dc.job_script("pbs", spec.cluster)
+    script = cs.job_script("pbs", spec.cluster)
     for line in ("#PBS -N sparseae", "#PBS -q short", "#PBS -A proj1",
                  "#PBS -l select=1:ncpus=8:mem=16GB", "#PBS -l walltime=01:00:00"):
         assert line in script.splitlines(), (line, script)
@@ -330,10 +331,10 @@ def test_slurm_and_pbs_job_scripts_from_a_cluster_table(tmp_path):
     assert not (tmp_path / "s.h5").exists()
     with pytest.raises(ConfigError, match=r"^\[cluster\] cores and memory: required for "
                                           r"--cluster pbs \(per job\)"):
-        dc.job_script("pbs", {"queue": "short"})
+        cs.job_script("pbs", {"queue": "short"})
     with pytest.raises(ConfigError, match=r"^\[cluster\] cores: 8 is not a multiple of "
                                           r"threads \(3\)$"):
-        dc.check_table(dict(spec.cluster, threads=3))
+        cs.check_table(dict(spec.cluster, threads=3))
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="Ctrl-C of a process group (POSIX)")
@@ -389,9 +390,9 @@ def test_task_keys_are_stable_and_targets_parse():
     assert dc.task_key("v", 3, config) == dc.task_key("v", 3, dict(config))
     assert dc.task_key("v", 3, config) != dc.task_key("v", 3, dict(config, epochs=3))
     assert dc.task_key("v", 3, config)[:3] == ("sparseae-run", "v", 3)
-    assert dc.parse_target("local:4") == ("local", 4)
-    assert dc.parse_target("tcp://10.0.0.1:8786") == ("address", "tcp://10.0.0.1:8786")
-    assert dc.parse_target("node7:8786") == ("address", "node7:8786")
-    assert dc.parse_target("slurm") == ("slurm", None)
+    assert cs.parse_target("local:4") == ("local", 4)
+    assert cs.parse_target("tcp://10.0.0.1:8786") == ("address", "tcp://10.0.0.1:8786")
+    assert cs.parse_target("node7:8786") == ("address", "node7:8786")
+    assert cs.parse_target("slurm") == ("slurm", None)
     with pytest.raises(ConfigError):
-        dc.parse_target("local")
+        cs.parse_target("local")

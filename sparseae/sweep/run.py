@@ -91,13 +91,13 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
         if any(v.config.device == "cuda" for v in spec.variants):
             raise ConfigError("device cuda: Dask sweeps run on the CPU (use --lockstep on one "
                               "machine for cuda)")
-        from sparseae.sweep import cluster as dc
+        from sparseae.sweep.cluster_settings import check_table, parse_target
 
         table = dict(spec.cluster)
         if cluster_config:
-            table.update(dc.check_table(cluster_config))
+            table.update(check_table(cluster_config))
         if cluster is not None:
-            dc.parse_target(cluster)  # a bad target fails before anything else
+            parse_target(cluster)  # a bad target fails before anything else
     workers = (os.cpu_count() or 1) if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers: expected an integer >= 1, got {workers!r}")

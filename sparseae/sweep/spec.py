@@ -145,7 +145,7 @@ def parse_spec(data: dict, where: str = "sweep") -> SweepSpec:
         err(f"trials: expected an integer >= 1, got {trials!r}")
     cluster = data.get("cluster", {})
     if cluster:
-        from sparseae.sweep.cluster import check_table
+        from sparseae.sweep.cluster_settings import check_table
 
         try:
             cluster = check_table(cluster)
