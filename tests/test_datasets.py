@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sparseae import datasets
+from sparseae import datasets, idx
 from sparseae.cli.main import main
 from sparseae.config import TrainConfig
 from sparseae.data import load
@@ -74,7 +74,7 @@ def mnist_dir(tmp_path, n_train=24, n_test=5, rows=3, cols=4, gz=False, seed=0,
 def test_read_idx_is_big_endian_with_its_declared_shape(tmp_path, code, values):
     for gz in (False, True):
         path = write(tmp_path / f"a{code}{'.gz' if gz else ''}", idx_bytes(values, code), gz)
-        got = datasets.read_idx(path)
+        got = idx.read_idx(path)
         assert got.shape == values.shape and got.dtype == values.dtype.newbyteorder("=")
         np.testing.assert_array_equal(got, values)
     # big-endian on disk: 258 is 01 02
