@@ -129,7 +129,7 @@ def _cluster_settings(spec, cluster, cluster_config, workers, lockstep, device) 
             raise InputError("--cluster-config: give --cluster too (local:N, tcp://HOST:PORT, "
                              "slurm or pbs)")
         return None
-    from sparseae.sweep.cluster_settings import load_cluster_config, parse_target
+    from sparseae.sweep.cluster_settings import check_table, load_cluster_config, parse_target
 
     parse_target(cluster)
     if workers is not None:
@@ -142,6 +142,7 @@ def _cluster_settings(spec, cluster, cluster_config, workers, lockstep, device) 
     table = dict(spec.cluster)
     if cluster_config is not None:
         table.update(load_cluster_config(cluster_config))
+        table = check_table(table, f"[cluster] with {cluster_config}")
     return table
 
 

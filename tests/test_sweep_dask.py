@@ -290,6 +290,20 @@ def test_cli_cluster_errors_are_one_line_exit_2(tmp_path, args, needles):
     assert not (tmp_path / "s.h5").exists()
 
 
+def test_cluster_config_is_checked_together_with_the_specs_table(tmp_path):
+    # cores in the spec, threads in --cluster-config: each table alone is valid
+    path = tmp_path / "s.toml"
+    path.write_text(BASE_TOML + CLUSTER_TOML)
+    (tmp_path / "c.toml").write_text("[cluster]\nthreads = 3\n")
+    r = invoke("sweep", path, "--cluster", "slurm", "--cluster-config", tmp_path / "c.toml",
+               "--dry-run")
+    error_line(r, "cores: 8 is not a multiple of threads (3)")
+    with pytest.raises(ConfigError, match=r"cores: 8 is not a multiple of threads \(3\)"):
+        sw.run_sweep(str(path), tmp_path / "s.h5", cluster="slurm",
+                     cluster_config={"threads": 3})
+    assert not (tmp_path / "s.h5").exists()
+
+
 def test_cli_unreachable_scheduler_is_one_line(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(BASE_TOML)

@@ -96,6 +96,7 @@ def run_sweep(spec, out_path, workers: int | None = None, trials: int | None = N
         table = dict(spec.cluster)
         if cluster_config:
             table.update(check_table(cluster_config))
+            table = check_table(table)  # what holds between keys, on the merged table
         if cluster is not None:
             parse_target(cluster)  # a bad target fails before anything else
     workers = (os.cpu_count() or 1) if workers is None else workers
