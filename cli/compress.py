@@ -12,18 +12,18 @@ from sparseae.cli.common import (
     print_summary,
     warnings_as_lines,
 )
+from sparseae.density import ALLOCATIONS
 from sparseae.errors import SparseaeError
-
-_OPERATORS = ("random", "variance", "conjunctive", "magnitude")
+from sparseae.operators import PRUNING_OPERATORS
 
 
 @click.command()
 @click.argument("checkpoint", type=FilePath())
 @click.option("--density", type=click.FloatRange(0, 1, min_open=True), required=True,
               help="Target density: the fraction of the parameters left live.")
-@click.option("--operator", type=click.Choice(_OPERATORS), default="magnitude",
+@click.option("--operator", type=click.Choice(PRUNING_OPERATORS), default="magnitude",
               show_default=True, help="Which entries each tensor loses.")
-@click.option("--allocation", type=click.Choice(["erk", "global"]), default="erk",
+@click.option("--allocation", type=click.Choice(ALLOCATIONS), default="erk",
               show_default=True,
               help="How the live entries are shared among the tensors: erk (by shape, as "
                    "RigL) or global (the largest |w| over all tensors).")
@@ -59,8 +59,7 @@ def compress(checkpoint, density, operator, allocation, finetune_epochs, lr, see
     if overwrite and output is None:
         raise InputError("--overwrite needs --output")
     if output is not None:
-        if os.path.exists(checkpoint) and os.path.exists(output) and \
-                os.path.samefile(checkpoint, output):
+        if os.path.exists(output) and os.path.samefile(checkpoint, output):
             raise InputError(f"--output: {output} is the input checkpoint; choose another file")
         if os.path.exists(output) and not overwrite:
             raise InputError(f"--output: {output} exists; replace it with --overwrite or "
@@ -70,8 +69,9 @@ def compress(checkpoint, density, operator, allocation, finetune_epochs, lr, see
             data = data_file = None
             if data_path is not None:
                 data = load(data_path)
-                if not datasets.is_named(data_path):
-                    data_file = os.path.abspath(data_path)
+                # recorded in the output's config: a name stays a name
+                data_file = datasets.canonical(data_path) if datasets.is_named(data_path) \
+                    else os.path.abspath(data_path)
             info = compress_checkpoint(checkpoint, density, operator, finetune_epochs,
                                        seed=seed, lr=lr, out=output, data=data,
                                        data_file=data_file, device=device,

@@ -143,3 +143,22 @@ def test_train_flags_for_density_and_the_final_phase():
         r = invoke("train", *SMALL, *args)
         assert r.exit_code == 2, (args, r.output)
         assert len(error_lines(r)) == 1 and needle in error_lines(r)[0], (args, r.output)
+
+
+def test_compress_on_named_data_records_the_name(tmp_path):
+    pytest.importorskip("sklearn")
+    ck, out = tmp_path / "d.h5", tmp_path / "small.h5"
+    r = invoke("train", "--paradigm", "canonical", "--data", "digits", "--arch", "small",
+               "--epochs", "2", "-q", "--checkpoint", ck)
+    assert r.exit_code == 0, r.output
+    # other data of the same width: the output must name them, not the run's
+    r = invoke("compress", ck, "--density", "0.5", "--finetune-epochs", "2", "--data",
+               "digits-binary", "-o", out, "--json")
+    assert r.exit_code == 0, r.output
+    with h5py.File(out) as f:
+        config = json.loads(f.attrs["config"])
+    assert config["data"] == "digits-binary"
+    e = invoke("eval", out, "--json")  # finds its data by the name
+    assert e.exit_code == 0, e.output
+    assert json.loads(e.output)["test_l1"] == pytest.approx(json.loads(r.output)["test_l1"],
+                                                            rel=1e-6)
