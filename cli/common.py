@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import os
 import sys
 import warnings
 
@@ -99,8 +100,6 @@ class DataArg(FilePath):
     name = "data"
 
     def convert(self, value, param, ctx):
-        import os
-
         from sparseae import datasets
 
         if isinstance(value, str):
@@ -122,3 +121,16 @@ class DataArg(FilePath):
             # missing /some/folder/digits is never taken for the name digits
             raise InputError(f"data: file not found: {value}{hint}")
         return value
+
+
+def check_output(output, overwrite: bool, extensions) -> str:
+    """Refuse an ``-o`` file of another extension than ``extensions`` or one that
+    exists without ``--overwrite``; return its extension (lower case)."""
+    ext = os.path.splitext(output)[1].lower()
+    if ext not in extensions:
+        raise InputError(f"Invalid value for '-o' / '--output': {output} has the extension "
+                         f"{ext or '(none)'!r}; expected {' or '.join(extensions)}")
+    if os.path.isfile(output) and not overwrite:
+        raise InputError(f"Invalid value for '-o' / '--output': {output} exists; replace it "
+                         "with --overwrite or choose another file")
+    return ext

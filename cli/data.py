@@ -4,7 +4,7 @@ import os
 
 import click
 
-from sparseae.cli.common import FilePath, InputError, fail
+from sparseae.cli.common import FilePath, InputError, check_output, fail
 from sparseae.errors import SparseaeError
 
 _OUTPUT_HELP = ("Output file (.h5, .hdf5 or .npz), written atomically; it records where the "
@@ -18,23 +18,13 @@ def data():
     """Generate data sets, or write a built-in or MNIST-style one to a file."""
 
 
-def _check_output(output, overwrite):
-    from sparseae.data import EXTENSIONS
-
-    ext = os.path.splitext(output)[1].lower()
-    if ext not in EXTENSIONS:
-        raise InputError(f"Invalid value for '-o' / '--output': {output} has the extension "
-                         f"{ext or '(none)'!r}; expected one of {', '.join(EXTENSIONS)}")
-    if os.path.isfile(output) and not overwrite:
-        raise InputError(f"Invalid value for '-o' / '--output': {output} exists; replace it "
-                         "with --overwrite or choose another file")
-
-
 def _write(output, overwrite, make):
     """Check ``output``, build ``(dataset, meta) = make()``, save, print one line."""
     from sparseae.data import save
 
-    _check_output(output, overwrite)
+    from sparseae.data import EXTENSIONS
+
+    check_output(output, overwrite, EXTENSIONS)
     try:
         ds, meta = make()
         save(output, ds, meta)

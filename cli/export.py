@@ -1,11 +1,10 @@
 """``sparseae export``: the compacted network of a checkpoint as .npz or ONNX."""
 
 import json
-import os
 
 import click
 
-from sparseae.cli.common import DataArg, FilePath, InputError, fail, warnings_as_lines
+from sparseae.cli.common import DataArg, FilePath, check_output, fail, warnings_as_lines
 from sparseae.errors import SparseaeError
 
 
@@ -34,13 +33,7 @@ def export(checkpoint, output, cell, data_path, device, overwrite, as_json):
     """
     from sparseae import export as ex
 
-    ext = os.path.splitext(output)[1].lower()
-    if ext not in ex.SUFFIXES:
-        raise InputError(f"Invalid value for '-o' / '--output': {output} has the extension "
-                         f"{ext or '(none)'!r}; expected {' or '.join(ex.SUFFIXES)}")
-    if os.path.isfile(output) and not overwrite:
-        raise InputError(f"Invalid value for '-o' / '--output': {output} exists; replace it "
-                         "with --overwrite or choose another file")
+    ext = check_output(output, overwrite, ex.SUFFIXES)
     try:
         if ext == ".onnx":
             ex.require_onnx()  # fail before reading anything

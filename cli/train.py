@@ -20,6 +20,7 @@ from sparseae.cli.common import (
 from sparseae.cli.progress import Progress
 from sparseae.config import PARADIGMS, PROFILES, TrainConfig
 from sparseae.errors import SparseaeError
+from sparseae.density import ALLOCATIONS, REGROW
 from sparseae.operators import OPERATORS
 from sparseae.schedules import SCHEDULES
 
@@ -120,11 +121,11 @@ class Amount(click.ParamType):
 @click.option("--density-end", type=click.FloatRange(0, 1, min_open=True),
               default=_D.density_end, show_default=True,
               help="--target-density: the density is reached at this fraction of the run.")
-@click.option("--density-allocation", type=click.Choice(["erk", "global"]),
+@click.option("--density-allocation", type=click.Choice(ALLOCATIONS),
               default=_D.density_allocation, show_default=True,
               help="How the live entries are shared among the tensors (by shape, or by the "
                    "largest |w| over all of them).")
-@click.option("--regrow", type=click.Choice(["none", "random", "gradient"]), default=_D.regrow,
+@click.option("--regrow", type=click.Choice(REGROW), default=_D.regrow,
               show_default=True,
               help="--target-density: drop --prune-amount of each tensor's live entries by the "
                    "operator and regrow as many (by gradient or at random) while the window is "

@@ -29,8 +29,7 @@ from sparseae._options import ADAM_BETAS, ADAM_EPS
 from sparseae.density import forward, prune_to
 from sparseae.errors import ConfigError
 from sparseae.model import Autoencoder
-
-OPERATORS = ("random", "variance", "conjunctive", "magnitude")
+from sparseae.operators import PRUNING_OPERATORS as OPERATORS
 
 
 def _spread(model, X) -> tuple:
@@ -190,7 +189,7 @@ def load_best(path, data=None, device: str = "cpu"):
     """The best individual of the checkpoint ``path`` (either kind; a population's
     centre of lowest test L1): ``(model, config, data, data_file, ck, cell)``."""
     from sparseae import backend as be
-    from sparseae.evaluation import centre, check_width, load_trained, model_l1
+    from sparseae.evaluation import best_cell, centre, check_width, load_trained
     from sparseae.provenance import locate
 
     ck, config, arch, enc, dec = load_trained(path)
@@ -198,9 +197,7 @@ def load_best(path, data=None, device: str = "cpu"):
     if data is None:
         data, data_file = locate(ck, path, config)
     check_width(arch, data)
-    b = be.get(device)
-    l1 = [model_l1(centre(enc, dec, k, arch), data.test, b) for k in range(enc.population)]
-    cell = int(np.argmin(l1))
+    cell, _ = best_cell(enc, dec, arch, data.test, be.get(device))
     return centre(enc, dec, cell, arch), config, data, data_file, ck, cell
 
 

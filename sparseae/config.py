@@ -237,6 +237,7 @@ class TrainConfig:
 
     def _check_density(self) -> None:
         from sparseae.density import ALLOCATIONS, REGROW
+        from sparseae.operators import PRUNING_OPERATORS
 
         ops = self.operator.split(",")
         if self.target_density is not None:
@@ -260,8 +261,7 @@ class TrainConfig:
         if self.final_density is not None:
             _float("final_density", self.final_density, 0.0, 1.0, lo_open=True)
         if self.final_operator is not None:
-            _choice("final_operator", self.final_operator,
-                    ("random", "variance", "conjunctive", "magnitude"))
+            _choice("final_operator", self.final_operator, PRUNING_OPERATORS)
         _int("finetune_epochs", self.finetune_epochs, 0)
         _float("finetune_lr", self.finetune_lr, 0.0, 10.0, lo_open=True)
 

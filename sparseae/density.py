@@ -28,8 +28,8 @@ import numpy as np
 
 from sparseae._options import COL_UNIT, RELU
 from sparseae.errors import ConfigError
-from sparseae.operators import (magnitude_mask, random_mask, unit_spread, variance_mask,
-                                zero_pruned)
+from sparseae.operators import (conjunctive_marks, magnitude_mask, n_to_prune, random_mask,
+                                unit_spread, variance_mask, zero_pruned)
 
 #: Training rows whose gradient ranks the entries to regrow ("gradient" regrow).
 GROW_ROWS = 100
@@ -243,7 +243,6 @@ def prune_to(operator: str, enc, dec, ie: int, id_: int, density: float, rng, *,
     its live count stays the count; regrown entries start at 0 with zero Adam
     moments.  Returns the net number of entries pruned.
     """
-    from sparseae.operators import n_to_prune
 
     ts, counts = counts_for(enc, dec, density, output_bias, allocation, ie, id_)
     before = int(enc.mask[ie].sum()) + int(dec.mask[id_].sum())
@@ -293,7 +292,6 @@ def density_event(config, operator: str, enc, dec, ie: int, id_: int, rng, data,
     schedule's density after ``epoch`` (:func:`cubic_density` over the run's T),
     with prune-and-regrow while the schedule's window is open (``regrow``); from
     the window's end on the masks are permanent.  Returns the entries pruned."""
-    from sparseae.operators import conjunctive_marks
 
     c = config
     T = c.final_epoch()

@@ -54,6 +54,13 @@ def centre(encoders: Arena, decoders: Arena, cell: int, arch: Architecture) -> A
     return m
 
 
+def best_cell(encoders: Arena, decoders: Arena, arch: Architecture, X, backend=None) -> tuple:
+    """The row of lowest L1 on ``X`` of two arenas' pairs, and every row's L1."""
+    l1 = [model_l1(centre(encoders, decoders, k, arch), X, backend)
+          for k in range(encoders.population)]
+    return int(np.argmin(l1)), l1
+
+
 def population_metrics(encoders, decoders, arch, data, zeros=False, backend=None) -> list:
     """:func:`pair_metrics` of every row's pair (the centres of a population)."""
     return [pair_metrics(centre(encoders, decoders, k, arch), data, zeros, backend)

@@ -294,7 +294,7 @@ def from_checkpoint(path, data=None, cell: int | None = None, device: str = "cpu
     """
     from sparseae import backend
     from sparseae.errors import ConfigError, DataError
-    from sparseae.evaluation import centre, check_width, load_trained, model_l1
+    from sparseae.evaluation import best_cell, centre, check_width, load_trained
     from sparseae.metrics import compact
 
     ck, config, arch, enc, dec = load_trained(path)
@@ -313,9 +313,7 @@ def from_checkpoint(path, data=None, cell: int | None = None, device: str = "cpu
                 raise DataError(f"{str(exc).rstrip('.')}; or export a chosen centre with "
                                 "--cell") from None
         check_width(arch, data)
-        b = backend.get(device)
-        l1 = [model_l1(centre(enc, dec, k, arch), data.test, b) for k in range(N)]
-        cell = int(np.argmin(l1))
+        cell, l1 = best_cell(enc, dec, arch, data.test, backend.get(device))
         info["test_l1"] = l1[cell]
     cell = 0 if cell is None else int(cell)
     info["cell"] = cell

@@ -26,6 +26,8 @@ from sparseae._options import COL_UNIT
 from sparseae.errors import ConfigError
 
 OPERATORS = ("none", "random", "variance", "conjunctive", "magnitude")
+#: The operators that prune (what a target or final density can use).
+PRUNING_OPERATORS = OPERATORS[1:]
 
 #: Probability floor of VARIANCE's per-unit weights, so every live entry can be drawn.
 VARIANCE_FLOOR = 0.01

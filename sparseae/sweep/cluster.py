@@ -110,7 +110,7 @@ def connect(target: str, table: dict, pending: int, stop=None):
 
 def _wait_for_workers(client, n, stop, timeout=120.0):
     deadline = time.monotonic() + timeout
-    while len(client.scheduler_info(n_workers=-1)["workers"]) < n:
+    while n_workers(client) < n:
         if stop is not None and stop.is_set():
             return
         if time.monotonic() > deadline:
@@ -347,7 +347,7 @@ def _failure(item, exc, starts: int) -> dict:
                 "(out of memory? see the workers' logs)")
     else:
         text = f"{name}: {' '.join(str(exc).split())}"
-    return {"exc": exc if isinstance(exc, BaseException) else RuntimeError(text),
+    return {"exc": exc,
             "record": {"variant": v.name, "trial": t, "error": text}}
 
 
