@@ -131,12 +131,8 @@ def sigmoid_inplace(z, scratch):
 
 
 @njit(**HELPER)
-def dots(wr, x, n, B, out, stride):
-    """``out[b * stride] = wr . x[b * n:(b + 1) * n]`` for every ``b < B``.
-
-    Four batch rows per pass, so each weight is loaded once for four
-    products; every dot product is still its own reduction.
-    """
+def _dots_1xB(a, x, n, B, out, sb):
+    """``out[b * sb] = a . x[b * n:(b + 1) * n]`` for every ``b < B``, four rows a pass."""
     b = 0
     while b + 4 <= B:
         x0 = x[b * n:(b + 1) * n]
@@ -148,23 +144,175 @@ def dots(wr, x, n, B, out, stride):
         s2 = _F(0.0)
         s3 = _F(0.0)
         for i in range(n):
-            wi = wr[i]
-            s0 += wi * x0[i]
-            s1 += wi * x1[i]
-            s2 += wi * x2[i]
-            s3 += wi * x3[i]
-        out[b * stride] = s0
-        out[(b + 1) * stride] = s1
-        out[(b + 2) * stride] = s2
-        out[(b + 3) * stride] = s3
+            ai = a[i]
+            s0 += ai * x0[i]
+            s1 += ai * x1[i]
+            s2 += ai * x2[i]
+            s3 += ai * x3[i]
+        out[b * sb] = s0
+        out[(b + 1) * sb] = s1
+        out[(b + 2) * sb] = s2
+        out[(b + 3) * sb] = s3
         b += 4
     while b < B:
         x0 = x[b * n:(b + 1) * n]
         s0 = _F(0.0)
         for i in range(n):
-            s0 += wr[i] * x0[i]
-        out[b * stride] = s0
+            s0 += a[i] * x0[i]
+        out[b * sb] = s0
         b += 1
+
+
+@njit(**HELPER)
+def row_dots(A, na, x, n, B, out, sb):
+    """``out[r + b * sb] = A[r] . x[b]`` for rows ``r < na`` of ``A`` and ``b < B``
+    of ``x`` (both flat, rows of length ``n``).
+
+    A register-blocked kernel: two rows of ``A`` against four rows of ``x``
+    (eight independent sums, six loads per eight multiply-adds), or against
+    one row of ``x`` for the leftover rows; each sum is its own reduction.
+    """
+    r = 0
+    while r + 2 <= na:
+        a0 = A[r * n:(r + 1) * n]
+        a1 = A[(r + 1) * n:(r + 2) * n]
+        b = 0
+        while b + 4 <= B:
+            x0 = x[b * n:(b + 1) * n]
+            x1 = x[(b + 1) * n:(b + 2) * n]
+            x2 = x[(b + 2) * n:(b + 3) * n]
+            x3 = x[(b + 3) * n:(b + 4) * n]
+            s00 = _F(0.0)
+            s01 = _F(0.0)
+            s02 = _F(0.0)
+            s03 = _F(0.0)
+            s10 = _F(0.0)
+            s11 = _F(0.0)
+            s12 = _F(0.0)
+            s13 = _F(0.0)
+            for i in range(n):
+                u = a0[i]
+                v = a1[i]
+                s00 += u * x0[i]
+                s01 += u * x1[i]
+                s02 += u * x2[i]
+                s03 += u * x3[i]
+                s10 += v * x0[i]
+                s11 += v * x1[i]
+                s12 += v * x2[i]
+                s13 += v * x3[i]
+            out[r + b * sb] = s00
+            out[r + (b + 1) * sb] = s01
+            out[r + (b + 2) * sb] = s02
+            out[r + (b + 3) * sb] = s03
+            out[r + 1 + b * sb] = s10
+            out[r + 1 + (b + 1) * sb] = s11
+            out[r + 1 + (b + 2) * sb] = s12
+            out[r + 1 + (b + 3) * sb] = s13
+            b += 4
+        while b < B:
+            x0 = x[b * n:(b + 1) * n]
+            s0 = _F(0.0)
+            s1 = _F(0.0)
+            for i in range(n):
+                s0 += a0[i] * x0[i]
+                s1 += a1[i] * x0[i]
+            out[r + b * sb] = s0
+            out[r + 1 + b * sb] = s1
+            b += 1
+        r += 2
+    if r < na:
+        _dots_1xB(A[r * n:(r + 1) * n], x, n, B, out[r:], sb)
+
+
+#: Row length below which :func:`combine_rows` does not group rows.
+_SHORT = 64
+
+
+@njit(**HELPER)
+def _axpy(y, n, k, c0, a0, c1, a1, c2, a2, c3, a3, first):
+    """``y[:n] (+)= c0 a0 + c1 a1 + ...`` over the first ``k`` (1 to 4) pairs."""
+    if k == 4:
+        if first:
+            for j in range(n):
+                y[j] = c0 * a0[j] + c1 * a1[j] + c2 * a2[j] + c3 * a3[j]
+        else:
+            for j in range(n):
+                y[j] += c0 * a0[j] + c1 * a1[j] + c2 * a2[j] + c3 * a3[j]
+    elif k == 3:
+        if first:
+            for j in range(n):
+                y[j] = c0 * a0[j] + c1 * a1[j] + c2 * a2[j]
+        else:
+            for j in range(n):
+                y[j] += c0 * a0[j] + c1 * a1[j] + c2 * a2[j]
+    elif k == 2:
+        if first:
+            for j in range(n):
+                y[j] = c0 * a0[j] + c1 * a1[j]
+        else:
+            for j in range(n):
+                y[j] += c0 * a0[j] + c1 * a1[j]
+    elif first:
+        for j in range(n):
+            y[j] = c0 * a0[j]
+    else:
+        for j in range(n):
+            y[j] += c0 * a0[j]
+
+
+@njit(**HELPER)
+def combine_rows(y, A, n, c, c0, cs, k):
+    """``y[:n] = sum_r c[c0 + r * cs] * A[r * n:(r + 1) * n]`` over ``r < k``.
+
+    Rows whose coefficient is 0 (dead ReLU units) are skipped, which is exact;
+    the others are taken four at a time, so each pass loads and stores ``y``
+    once for four multiply-adds.  ``y`` is 0 when every coefficient is 0.
+    Rows shorter than :data:`_SHORT` take one plain pass per row (the
+    grouping costs more than it saves there).
+    """
+    if n < _SHORT:
+        for j in range(n):
+            y[j] = _F(0.0)
+        for r in range(k):
+            cr = c[c0 + r * cs]
+            if cr != 0:
+                for j in range(n):
+                    y[j] += cr * A[r * n + j]
+        return
+    first = True
+    cnt = 0
+    q0 = _F(0.0)
+    q1 = _F(0.0)
+    q2 = _F(0.0)
+    r0 = 0
+    r1 = 0
+    r2 = 0
+    for r in range(k):
+        cr = c[c0 + r * cs]
+        if cr == 0:
+            continue
+        if cnt == 0:
+            q0 = cr
+            r0 = r * n
+        elif cnt == 1:
+            q1 = cr
+            r1 = r * n
+        elif cnt == 2:
+            q2 = cr
+            r2 = r * n
+        else:
+            _axpy(y, n, 4, q0, A[r0:r0 + n], q1, A[r1:r1 + n], q2, A[r2:r2 + n],
+                  cr, A[r * n:(r + 1) * n], first)
+            first = False
+            cnt = -1
+        cnt += 1
+    if cnt > 0:
+        _axpy(y, n, cnt, q0, A[r0:r0 + n], q1, A[r1:r1 + n], q2, A[r2:r2 + n],
+              q0, A[r0:r0 + n], first)
+    elif first:
+        for j in range(n):
+            y[j] = _F(0.0)
 
 
 @njit(**HELPER)
@@ -184,11 +332,10 @@ def dense_forward(p, lay, l, x, h, B, fused, scratch):
     bias = p[lay[l, COL_B]:lay[l, COL_B] + n_out]
     u0 = lay[l, COL_UNIT]
     if lay[l, COL_T] == 0:  # (out, in): one dot product per output and sample
-        for o in range(n_out):
-            dots(w[o * n_in:(o + 1) * n_in], x, n_in, B, h[o:], n_out)
-            bo = bias[o]
-            for b in range(B):
-                h[b * n_out + o] += bo
+        row_dots(w, n_out, x, n_in, B, h, n_out)
+        for b in range(B):
+            for o in range(n_out):
+                h[b * n_out + o] += bias[o]
     else:  # (in, out): each sample's output row accumulates weight rows
         for b in range(B):
             hb = b * n_out
@@ -246,17 +393,9 @@ def dense_backward(p, lay, l, x, h, dh, B, g, dx, need_dx):
     for b in range(B):
         for o in range(n_out):
             gb[o] += dh[b * n_out + o]
-    for k in range(n_in * n_out):
-        gw[k] = _F(0.0)
     if lay[l, COL_T] == 0:
-        for o in range(n_out):
-            wo = o * n_in
-            for b in range(B):
-                d = dh[b * n_out + o]
-                if d != 0:
-                    xb = b * n_in
-                    for i in range(n_in):
-                        gw[wo + i] += d * x[xb + i]
+        for o in range(n_out):  # gw[o] = sum_b dh[b, o] x[b]
+            combine_rows(gw[o * n_in:(o + 1) * n_in], x, n_in, dh, o, n_out, B)
         if need_dx:
             for k in range(B * n_in):
                 dx[k] = _F(0.0)
@@ -269,23 +408,10 @@ def dense_backward(p, lay, l, x, h, dh, B, g, dx, need_dx):
                         for i in range(n_in):
                             dx[xb + i] += d * w[wo + i]
     else:
-        for i in range(n_in):
-            wi = i * n_out
-            for b in range(B):
-                xi = x[b * n_in + i]
-                if xi != 0:
-                    db = b * n_out
-                    for o in range(n_out):
-                        gw[wi + o] += xi * dh[db + o]
-        if need_dx:
-            for b in range(B):
-                db = b * n_out
-                for i in range(n_in):
-                    wi = i * n_out
-                    s = _F(0.0)
-                    for o in range(n_out):
-                        s += w[wi + o] * dh[db + o]
-                    dx[b * n_in + i] = s
+        for i in range(n_in):  # gw[i] = sum_b x[b, i] dh[b]
+            combine_rows(gw[i * n_out:(i + 1) * n_out], dh, n_out, x, i, n_in, B)
+        if need_dx:  # dx[b, i] = W[i] . dh[b]
+            row_dots(w, n_in, dh, n_out, B, dx, n_in)
 
 
 @njit(**HELPER)

@@ -322,7 +322,7 @@ def _digest(*arrays) -> str:
 def _cache_file(name: str):
     from sparseae import _cache
 
-    folder = os.path.join(os.path.dirname(_cache.default_dir()), "datasets")
+    folder = os.path.join(_cache.user_dir(), "datasets")
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError:

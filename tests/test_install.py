@@ -78,3 +78,40 @@ def test_bench_paper_estimate_deals_runs_to_the_first_free_worker():
     assert e["rows"] == {"a": 4.0, "b": 2.0} and e["runs"] == 6
     # a b a b a b on 2 workers: w0 runs a (to 4), b (6), a (10); w1 runs b (2), a (6), b (8)
     assert e["cpu_seconds"] == 18.0 and e["wall_seconds"] == 10.0 and e["longest_run"] == 4.0
+
+
+def test_kernel_cache_folder_follows_the_kernel_sources(tmp_path, monkeypatch):
+    """numba checks a cached entry point against its own file only, so a changed helper
+    (kernels/cpu_layers.py) must lead to another folder, or the old code keeps loading."""
+    import shutil
+
+    from sparseae import _cache
+
+    tree = tmp_path / "tree"
+    shutil.copytree(os.path.join(ROOT, "kernels"), tree / "kernels",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tree / "sparseae").mkdir()
+    for name in ("_cache.py", "_options.py"):
+        shutil.copy(os.path.join(ROOT, "sparseae", name), tree / "sparseae" / name)
+    probe = ("import importlib.util as u, sys; s = u.spec_from_file_location('c', sys.argv[1]); "
+             "m = u.module_from_spec(s); s.loader.exec_module(m); print(m.kernels_tag())")
+
+    def tag():
+        p = subprocess.run([sys.executable, "-c", probe, str(tree / "sparseae" / "_cache.py")],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip()
+
+    first = tag()
+    assert re.fullmatch(r"k[0-9a-f]{12}", first) and first == tag()
+    assert first == _cache.kernels_tag()  # the copy is the checkout's code
+    layers = tree / "kernels" / "cpu_layers.py"
+    layers.write_text(layers.read_text() + "\n# edited\n")
+    second = tag()
+    assert second != first
+    (tree / "sparseae" / "_options.py").write_text(
+        (tree / "sparseae" / "_options.py").read_text() + "\n")
+    assert tag() not in (first, second)
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert _cache.cache_dir() == str(tmp_path / "xdg" / "sparseae" / "numba" / first)

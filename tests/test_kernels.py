@@ -25,7 +25,7 @@ F32 = np.float32
 B1, B2 = ADAM_BETAS
 EPS = ADAM_EPS
 SIZES = [(7, 13, 3), (11, 5, 2), (9, 13, 5, 3)]  # the last: 3 layers per half
-BATCHES = [3, 5]
+BATCHES = [1, 3, 5, 9]
 
 # float32 kernel vs float64 oracle
 RTOL, ATOL = 1e-5, 1e-6
@@ -321,6 +321,44 @@ def test_conjunctive_marks_per_layer_all_and_none():
     assert me.all() and md.all() and me.size == 16 and md.size == 20
     me, md = cpu.conjunctive_marks(enc.params[0], enc.table, dec.params[0], dec.table, X, 0.0)
     assert not me.any() and not md.any()
+
+
+# ------------------------------------------------- blocked building blocks of the layers
+
+
+@pytest.mark.parametrize("na,n,B", [(1, 3, 1), (5, 67, 3), (7, 131, 9), (2, 1000, 5)])
+def test_row_dots_blocks_match_float64(na, n, B):
+    """Every row pair x batch quad, the leftover rows and the odd last row of A."""
+    rng = np.random.default_rng(na * 1000 + n + B)
+    A = rng.normal(size=(na, n)).astype(F32)
+    X = rng.normal(size=(B, n)).astype(F32)
+    sb = na + 2  # outputs interleaved with a stride; the gaps stay untouched
+    out = np.full(B * sb, 99.0, F32)
+    kl.row_dots(A.ravel(), na, X.ravel(), n, B, out, sb)
+    got = out.reshape(B, sb)
+    ref = X.astype(np.float64) @ A.astype(np.float64).T
+    np.testing.assert_allclose(got[:, :na], ref, rtol=1e-5, atol=1e-5 * np.sqrt(n))
+    assert np.all(got[:, na:] == 99.0)
+
+
+@pytest.mark.parametrize("n", [5, 63, 64, 203])  # both sides of the grouping threshold
+@pytest.mark.parametrize("k,zeros", [(1, 0.0), (3, 0.0), (4, 0.0), (9, 0.4), (13, 1.0)])
+def test_combine_rows_matches_float64_and_skips_zeros(n, k, zeros):
+    rng = np.random.default_rng(n * 100 + k)
+    A = rng.normal(size=(k, n)).astype(F32)
+    cs = 3  # coefficients read with a stride, from an offset
+    c = rng.normal(size=1 + k * cs).astype(F32)
+    coef = c[1::cs][:k]
+    coef[rng.random(k) < zeros] = 0.0
+    c[1::cs][:k] = coef
+    A[coef == 0] = np.nan  # a row with coefficient 0 is never read
+    y = np.full(n, 7.0, F32)  # overwritten, not accumulated
+    kl.combine_rows(y, A.ravel(), n, c, 1, cs, k)
+    live = coef != 0
+    ref = coef[live].astype(np.float64) @ A[live].astype(np.float64) if live.any() else 0 * y
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6 * k)
+    if not live.any():
+        assert np.all(y == 0) and not np.signbit(y).any()
 
 
 # --------------------------------------------------------------------- dense_backward
