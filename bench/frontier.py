@@ -7,7 +7,7 @@ Run from the repository root::
 
 For each seed: one Lipi-AE-S search (the gecco25 search settings: RANDOM with
 the exponential schedule, fresh Adam, lr 1e-5, pruned weights regrow; on the
-chosen profile's data), whose best centre (lowest test L1) then goes through
+chosen profile's data), whose best centre (lowest validation L1) then goes through
 the final compression phase (:func:`sparseae.compress.compress`: gradual
 pruning to the density with the operator over the first half of the
 fine-tuning epochs, then fine-tuning at the density with permanent masks;
@@ -64,11 +64,16 @@ def search(args):
     profile, seed, epochs = args
     from sparseae.runs import make_run
 
+    from sparseae.evaluation import best_cell, model_l1
+
     config = _config(profile, seed, epochs)
-    run = make_run(config, _data(config))
+    data = _data(config)
+    run = make_run(config, data)
     s = run.run()
-    m = run.centre(s["best_cell"])
-    return seed, {"test_l1": s["test_l1"], "enc": m.encoder.params[0].copy(),
+    cell, _ = best_cell(run.encoders, run.decoders, run.arch, data.validation, run.backend)
+    m = run.centre(cell)
+    return seed, {"test_l1": model_l1(m, data.test, run.backend),
+                  "enc": m.encoder.params[0].copy(),
                   "dec": m.decoder.params[0].copy(), "seconds": s["seconds"]}
 
 

@@ -47,7 +47,7 @@ from sparseae.operators import PRUNING_OPERATORS
 def compress(checkpoint, density, operator, allocation, finetune_epochs, lr, seed, output,
              overwrite, data_path, device, as_json):
     """Prune the best model of CHECKPOINT (a canonical run's model, or a population's
-    centre of lowest test L1) to --density with --operator, fine-tune it with permanent
+    centre of lowest validation L1) to --density with --operator, fine-tune it with permanent
     masks, and print test L1 before and after, density, FLOPs and the compacted shape."""
     from sparseae import datasets
     from sparseae.compress import compress_checkpoint

@@ -158,15 +158,17 @@ def compress(model: Autoencoder, data, density: float, operator: str = "magnitud
 
 def final_phase(run) -> dict:
     """The final phase of a finished run with ``final_density``: compress its best
-    individual (canonical: the model; Lipi-AE-S: the centre of lowest test L1);
-    sets ``run.final_model`` and returns the summary's ``final_*`` entries."""
+    individual (canonical: the model; Lipi-AE-S: the centre of lowest validation
+    L1, so the test split never steers what is compressed); sets
+    ``run.final_model`` and returns the summary's ``final_*`` entries."""
     from sparseae.evaluation import model_l1
 
     c = run.config
     if hasattr(run, "model"):
         model, cell = run.model, None
     else:
-        l1 = [model_l1(run.centre(k), run.data.test, run.backend) for k in range(run.n_cells)]
+        l1 = [model_l1(run.centre(k), run.data.validation, run.backend)
+              for k in range(run.n_cells)]
         cell = int(np.argmin(l1))
         model = run.centre(cell)
     small, info = compress(model, run.data, c.final_density, c.final_op(), c.finetune_epochs,
@@ -187,7 +189,8 @@ def final_phase(run) -> dict:
 
 def load_best(path, data=None, device: str = "cpu"):
     """The best individual of the checkpoint ``path`` (either kind; a population's
-    centre of lowest test L1): ``(model, config, data, data_file, ck, cell)``."""
+    centre of lowest validation L1, as in :func:`final_phase`): ``(model, config,
+    data, data_file, ck, cell)``."""
     from sparseae import backend as be
     from sparseae.evaluation import best_cell, centre, check_width, load_trained
     from sparseae.provenance import locate
@@ -197,7 +200,7 @@ def load_best(path, data=None, device: str = "cpu"):
     if data is None:
         data, data_file = locate(ck, path, config)
     check_width(arch, data)
-    cell, _ = best_cell(enc, dec, arch, data.test, be.get(device))
+    cell, _ = best_cell(enc, dec, arch, data.validation, be.get(device))
     return centre(enc, dec, cell, arch), config, data, data_file, ck, cell
 
 

@@ -9,6 +9,7 @@ from sparseae.compress import compress
 from sparseae.data import binary_clustering
 from sparseae.density import allocate, counts_for, cubic_density, prune_to, tensors
 from sparseae.errors import ConfigError
+from sparseae.evaluation import model_l1
 from sparseae.model import Autoencoder
 from sparseae.runs import make_run
 
@@ -181,6 +182,11 @@ def test_final_density_in_a_run_summary():
     assert s["final_preserved"] == pytest.approx(0.3, abs=1e-3)
     assert s["final_operator"] == "random" and "final_cell" in s
     assert set(("final_test_l1", "final_test_l1_before", "final_flops")) <= set(s)
+    # the centre compressed is the one of lowest validation L1, never chosen on the test split
+    val = [model_l1(run.centre(k), run.data.validation) for k in range(run.n_cells)]
+    assert s["final_cell"] == int(np.argmin(val))
+    test = [model_l1(run.centre(k), run.data.test) for k in range(run.n_cells)]
+    assert s["final_test_l1_before"] == pytest.approx(test[s["final_cell"]], rel=1e-6)
 
 
 @pytest.mark.parametrize("fields, name", [
