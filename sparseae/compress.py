@@ -214,7 +214,7 @@ def compress_checkpoint(path, density: float, operator: str = "magnitude",
     from sparseae import backend as be
     from sparseae import checkpoint as ckpt_io
     from sparseae.inputs import fingerprint
-    from sparseae.provenance import data_path, state_paths
+    from sparseae.resume import save_checkpoint
 
     model, config, data, found, ck, cell = load_best(path, data, device)
     data_file = found if data_file is None else data_file
@@ -232,8 +232,8 @@ def compress_checkpoint(path, density: float, operator: str = "magnitude",
         cfg = cfg.validate()
         state = {"epoch": int(ck.state["epoch"]), "arch": list(model.arch.sizes),
                  "data_sha256": fingerprint(data)}
-        state.update(state_paths(data_path(cfg), out))
-        ckpt_io.save(out, ckpt_io.Checkpoint(
+        save_checkpoint(ckpt_io.Checkpoint(
             kind="canonical", config=cfg.to_dict(), state=state,
-            arenas={"encoder": small.encoder.arrays(), "decoder": small.decoder.arrays()}))
+            arenas={"encoder": small.encoder.arrays(), "decoder": small.decoder.arrays()}),
+            cfg, out)
     return info

@@ -35,13 +35,18 @@ def read_checkpoint(path, keys, ck=None, kind: str = "canonical"):
     return ck, config
 
 
-def save_run(run, path) -> None:
-    """Write ``run.to_checkpoint()`` to ``path``, recording where its data file is."""
+def save_checkpoint(ck, config: TrainConfig, path) -> None:
+    """Write ``ck`` to ``path`` (atomically), recording where ``config``'s data file is
+    relative to it, so that the checkpoint finds its data again."""
     from sparseae.provenance import data_path, state_paths
 
-    ck = run.to_checkpoint()
-    ck.state.update(state_paths(data_path(run.config), path))
+    ck.state.update(state_paths(data_path(config), path))
     ckpt_io.save(path, ck)
+
+
+def save_run(run, path) -> None:
+    """Write ``run.to_checkpoint()`` to ``path`` (:func:`save_checkpoint`)."""
+    save_checkpoint(run.to_checkpoint(), run.config, path)
 
 
 def resume_config(ck, path, config: TrainConfig, data, epochs, keep_schedule=False):
