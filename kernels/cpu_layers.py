@@ -131,39 +131,6 @@ def sigmoid_inplace(z, scratch):
 
 
 @njit(**HELPER)
-def _dots_1xB(a, x, n, B, out, sb):
-    """``out[b * sb] = a . x[b * n:(b + 1) * n]`` for every ``b < B``, four rows a pass."""
-    b = 0
-    while b + 4 <= B:
-        x0 = x[b * n:(b + 1) * n]
-        x1 = x[(b + 1) * n:(b + 2) * n]
-        x2 = x[(b + 2) * n:(b + 3) * n]
-        x3 = x[(b + 3) * n:(b + 4) * n]
-        s0 = _F(0.0)
-        s1 = _F(0.0)
-        s2 = _F(0.0)
-        s3 = _F(0.0)
-        for i in range(n):
-            ai = a[i]
-            s0 += ai * x0[i]
-            s1 += ai * x1[i]
-            s2 += ai * x2[i]
-            s3 += ai * x3[i]
-        out[b * sb] = s0
-        out[(b + 1) * sb] = s1
-        out[(b + 2) * sb] = s2
-        out[(b + 3) * sb] = s3
-        b += 4
-    while b < B:
-        x0 = x[b * n:(b + 1) * n]
-        s0 = _F(0.0)
-        for i in range(n):
-            s0 += a[i] * x0[i]
-        out[b * sb] = s0
-        b += 1
-
-
-@njit(**HELPER)
 def row_dots(A, na, x, n, B, out, sb):
     """``out[r + b * sb] = A[r] . x[b]`` for rows ``r < na`` of ``A`` and ``b < B``
     of ``x`` (both flat, rows of length ``n``).
@@ -171,11 +138,14 @@ def row_dots(A, na, x, n, B, out, sb):
     A register-blocked kernel: two rows of ``A`` against four rows of ``x``
     (eight independent sums, six loads per eight multiply-adds), or against
     one row of ``x`` for the leftover rows; each sum is its own reduction.
+    An odd last row of ``A`` is paired with itself (its sums are computed
+    twice, identically, and stored twice in the same place).
     """
     r = 0
-    while r + 2 <= na:
+    while r < na:
+        r1 = r + 1 if r + 1 < na else r
         a0 = A[r * n:(r + 1) * n]
-        a1 = A[(r + 1) * n:(r + 2) * n]
+        a1 = A[r1 * n:(r1 + 1) * n]
         b = 0
         while b + 4 <= B:
             x0 = x[b * n:(b + 1) * n]
@@ -205,10 +175,10 @@ def row_dots(A, na, x, n, B, out, sb):
             out[r + (b + 1) * sb] = s01
             out[r + (b + 2) * sb] = s02
             out[r + (b + 3) * sb] = s03
-            out[r + 1 + b * sb] = s10
-            out[r + 1 + (b + 1) * sb] = s11
-            out[r + 1 + (b + 2) * sb] = s12
-            out[r + 1 + (b + 3) * sb] = s13
+            out[r1 + b * sb] = s10
+            out[r1 + (b + 1) * sb] = s11
+            out[r1 + (b + 2) * sb] = s12
+            out[r1 + (b + 3) * sb] = s13
             b += 4
         while b < B:
             x0 = x[b * n:(b + 1) * n]
@@ -218,11 +188,9 @@ def row_dots(A, na, x, n, B, out, sb):
                 s0 += a0[i] * x0[i]
                 s1 += a1[i] * x0[i]
             out[r + b * sb] = s0
-            out[r + 1 + b * sb] = s1
+            out[r1 + b * sb] = s1
             b += 1
         r += 2
-    if r < na:
-        _dots_1xB(A[r * n:(r + 1) * n], x, n, B, out[r:], sb)
 
 
 #: Row length below which :func:`combine_rows` does not group rows.
