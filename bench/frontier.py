@@ -31,6 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from bench._timing import cpu_model
+from sparseae.density import ALLOCATIONS
 
 OPERATORS = ("random", "variance", "conjunctive", "magnitude")
 DENSITIES = (0.8, 0.5, 0.3, 0.2, 0.1, 0.05)
@@ -75,6 +76,33 @@ def search(args):
     return seed, {"test_l1": model_l1(m, data.test, run.backend),
                   "enc": m.encoder.params[0].copy(),
                   "dec": m.decoder.params[0].copy(), "seconds": s["seconds"]}
+
+
+def _centre_path(folder, profile, seed, epochs):
+    return os.path.join(folder, f"{profile}-seed{seed}-{epochs}epochs.npz")
+
+
+def load_centres(folder, profile, seeds, epochs) -> dict:
+    """The search centres of ``seeds`` already in ``folder`` (``--centres``)."""
+    out = {}
+    for s in seeds if folder else ():
+        path = _centre_path(folder, profile, s, epochs)
+        if os.path.isfile(path):
+            with np.load(path, allow_pickle=False) as z:
+                out[s] = {k: z[k] for k in ("enc", "dec")}
+                out[s].update({k: float(z[k]) for k in ("test_l1", "seconds")})
+    return out
+
+
+def save_centre(folder, profile, seed, epochs, centre) -> None:
+    """Write one search centre into ``folder`` (atomically), when one is given."""
+    if not folder:
+        return
+    os.makedirs(folder, exist_ok=True)
+    path = _centre_path(folder, profile, seed, epochs)
+    tmp = f"{path}.{os.getpid()}.tmp.npz"
+    np.savez(tmp, **centre)
+    os.replace(tmp, path)
 
 
 def final(args):
@@ -203,10 +231,13 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=None, help="search epochs")
     ap.add_argument("--finetune-epochs", type=int, default=None)
     ap.add_argument("--densities", default=",".join(f"{d:g}" for d in DENSITIES))
-    ap.add_argument("--allocation", choices=("erk", "global"), default="erk",
+    ap.add_argument("--allocation", choices=ALLOCATIONS, default="erk",
                     help="how the final phase shares the live entries among the tensors "
                          "(erk: measured better on the default data)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--centres", default=None, metavar="DIR",
+                    help="keep each seed's search centre in DIR and reuse it when there "
+                         "(another --allocation or --densities then costs no search)")
     ap.add_argument("--plot", default=None, help="write the figure here (PNG)")
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
     a = ap.parse_args(argv)
@@ -216,7 +247,11 @@ def main(argv=None):
     seeds = list(range(1, a.seeds + 1))
     t0 = time.perf_counter()
     with ProcessPoolExecutor(a.workers) as pool:
-        bases = dict(pool.map(search, [(a.profile, s, epochs) for s in seeds]))
+        bases = load_centres(a.centres, a.profile, seeds, epochs)
+        todo = [(a.profile, s, epochs) for s in seeds if s not in bases]
+        for seed, centre in pool.map(search, todo):
+            bases[seed] = centre
+            save_centre(a.centres, a.profile, seed, epochs, centre)
         t_search = time.perf_counter() - t0
         jobs = [(a.profile, s, epochs, finetune, op, d, bases[s]["enc"], bases[s]["dec"],
                  a.allocation) for s in seeds for op in OPERATORS for d in densities]

@@ -123,8 +123,8 @@ class Amount(click.ParamType):
               help="--target-density: the density is reached at this fraction of the run.")
 @click.option("--density-allocation", type=click.Choice(ALLOCATIONS),
               default=_D.density_allocation, show_default=True,
-              help="How the live entries are shared among the tensors (by shape, or by the "
-                   "largest |w| over all of them).")
+              help="How the live entries are shared among the tensors (by shape, the same "
+                   "number of inputs per unit, or by the largest |w| over all of them).")
 @click.option("--regrow", type=click.Choice(REGROW), default=_D.regrow,
               show_default=True,
               help="--target-density: drop --prune-amount of each tensor's live entries by the "

@@ -34,7 +34,7 @@ from sparseae.operators import (conjunctive_marks, magnitude_mask, n_to_prune, r
 #: Training rows whose gradient ranks the entries to regrow ("gradient" regrow).
 GROW_ROWS = 100
 REGROW = ("none", "random", "gradient")
-ALLOCATIONS = ("erk", "global")
+ALLOCATIONS = ("erk", "fanin", "global")
 
 
 def cubic_density(t: float, T: float, target: float, start: float = 0.0,
@@ -71,18 +71,24 @@ def _get(arena, i, l, is_bias, which="params"):
     return arena.bias(i, l, which) if is_bias else arena.weight(i, l, which)
 
 
-def allocate(shapes, budget: int) -> np.ndarray:
-    """Live entries per tensor (ERK), summing to ``budget`` exactly.
+def allocate(shapes, budget: int, allocation: str = "erk") -> np.ndarray:
+    """Live entries per tensor, summing to ``budget`` exactly.
 
-    ``shapes``: each tensor's ``(out, in)`` (a bias: ``(out,)``, scored as a
-    ``(out, 1)`` weight).  Tensor ``k`` keeps ``min(size_k, eps * score_k *
-    size_k)`` with ``score = (in + out) / (in * out)`` and ``eps`` solved so the
-    total is ``budget``; the fractional parts are rounded by largest remainder
-    (ties to the earlier tensor).
+    ``shapes``: each tensor's ``(out, in)`` (a bias: ``(out,)``, taken as an
+    ``(out, 1)`` weight).  Tensor ``k`` keeps ``min(size_k, eps * share_k)``
+    with ``eps`` solved so the total is ``budget``; the fractional parts are
+    rounded by largest remainder (ties to the earlier tensor).  The share:
+
+    * ``erk`` (Erdos-Renyi kernel): ``in + out``, so a tensor's density is
+      proportional to ``(in + out) / (in * out)``;
+    * ``fanin``: ``out``, so every unit of every layer keeps the same number
+      of incoming entries (its fan-in), capped at the layer's input width.
     """
     sizes = np.array([int(np.prod(s)) for s in shapes], np.float64)
-    scores = np.array([(s[0] + (s[1] if len(s) > 1 else 1)) / (s[0] * (s[1] if len(s) > 1 else 1))
-                       for s in shapes], np.float64)
+    outs = np.array([s[0] for s in shapes], np.float64)
+    ins = np.array([s[1] if len(s) > 1 else 1 for s in shapes], np.float64)
+    shares = outs if allocation == "fanin" else outs + ins
+    scores = shares / sizes
     budget = int(min(max(budget, 0), sizes.sum()))
     dense = np.zeros(len(sizes), bool)
     eps = 0.0
@@ -110,7 +116,7 @@ def counts_for(enc, dec, density: float, output_bias: bool = False, allocation: 
     total ``density`` of the pair (round(density * parameters) live in all, the
     unprunable output biases included).
 
-    ``allocation``: ``erk`` (:func:`allocate`, fixed by the shapes) or ``global``
+    ``allocation``: ``erk`` or ``fanin`` (:func:`allocate`, fixed by the shapes) or ``global``
     (each tensor keeps as many entries as it has among the pair's largest live
     ``|w|`` over all prunable tensors, rows ``ie``/``id_``; never more than it has).
     """
@@ -118,8 +124,8 @@ def counts_for(enc, dec, density: float, output_bias: bool = False, allocation: 
     shapes = [(a.shapes[l][1],) if b else (a.shapes[l][1], a.shapes[l][0]) for a, l, b in ts]
     fixed = enc.n + dec.n - int(sum(np.prod(s) for s in shapes))
     total = int(round(density * (enc.n + dec.n)))
-    if allocation == "erk":
-        return ts, allocate(shapes, total - fixed)
+    if allocation in ("erk", "fanin"):
+        return ts, allocate(shapes, total - fixed, allocation)
     if allocation != "global":
         raise ConfigError(f"density_allocation: expected one of {', '.join(ALLOCATIONS)}, "
                           f"got {allocation!r}")
@@ -146,15 +152,59 @@ def _per_entry(unit_values, t):
     return np.broadcast_to(np.asarray(unit_values).reshape((-1,) + (1,) * (t.ndim - 1)), t.shape)
 
 
-def choose(operator: str, t, mask, k: int, rng, unit_score=None, direction: str = "low"):
+def row_quotas(live, keep: int) -> np.ndarray:
+    """Entries each row keeps when ``keep`` of the rows' ``live`` entries stay, as
+    evenly as the rows allow: rows with fewer live entries than the common quota
+    keep all of theirs, the others ``q`` or ``q + 1`` (the earlier rows first)."""
+    live = np.asarray(live, np.int64)
+    keep = int(min(max(keep, 0), live.sum()))
+    lo, hi = 0, int(live.max(initial=0))
+    while lo < hi:  # the largest q with sum(min(live, q)) <= keep
+        q = (lo + hi + 1) // 2
+        if int(np.minimum(live, q).sum()) <= keep:
+            lo = q
+        else:
+            hi = q - 1
+    quota = np.minimum(live, lo)
+    quota[np.flatnonzero(live > lo)[:keep - int(quota.sum())]] += 1
+    return quota
+
+
+def balanced_mask(operator: str, t, mask, k: int, rng):
+    """:func:`choose` for a 2-D ``t`` with the ``k`` entries spread over its rows (its
+    units) so that their live counts end as even as possible (:func:`row_quotas`).
+    Within a row MAGNITUDE and CONJUNCTIVE keep the largest ``|t|`` (a unit's marks
+    are one value for its row), RANDOM and VARIANCE keep entries uniformly at random
+    (VARIANCE's spread too is one value per row)."""
+    m = np.asarray(mask).reshape(t.shape[0], -1)
+    live = m != 0
+    if operator in ("magnitude", "conjunctive"):
+        key = np.abs(np.asarray(t, np.float64).reshape(m.shape))
+    else:
+        key = rng.random(m.shape)
+    key = np.where(live, key, -1.0)
+    order = np.argsort(-key, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(m.shape[1])[None, :], axis=1)
+    quota = row_quotas(live.sum(axis=1), int(live.sum()) - int(k))
+    return (rank < quota[:, None]).astype(np.asarray(mask).dtype).reshape(np.shape(mask))
+
+
+def choose(operator: str, t, mask, k: int, rng, unit_score=None, direction: str = "low",
+           balanced: bool = False):
     """The new mask of tensor ``t`` with ``k`` more of its live entries pruned by
     ``operator``: RANDOM uniformly, MAGNITUDE the smallest ``|t|``, VARIANCE
     drawn by the units' activation spread (``unit_score``: one spread per
     unit, :func:`sparseae.operators.variance_mask`), CONJUNCTIVE the entries of
     its marked units first (``unit_score``: the marks), smallest ``|t|`` first,
-    then the smallest ``|t|`` of the other units."""
+    then the smallest ``|t|`` of the other units.  With ``balanced`` (the
+    ``fanin`` allocation) a weight is pruned row by row (:func:`balanced_mask`)."""
     if k <= 0:
         return mask.copy()
+    if balanced and np.ndim(t) == 2:
+        if operator not in ("random", "variance", "conjunctive", "magnitude"):
+            raise ConfigError(f"operator: {operator!r} cannot prune to a density")
+        return balanced_mask(operator, t, mask, int(k), rng)
     if operator == "random":
         return random_mask(t, mask, int(k), rng)
     if operator == "magnitude":
@@ -245,6 +295,7 @@ def prune_to(operator: str, enc, dec, ie: int, id_: int, density: float, rng, *,
     """
 
     ts, counts = counts_for(enc, dec, density, output_bias, allocation, ie, id_)
+    balanced = allocation == "fanin"
     before = int(enc.mask[ie].sum()) + int(dec.mask[id_].sum())
     grads = None
     if regrow == "gradient":
@@ -256,11 +307,11 @@ def prune_to(operator: str, enc, dec, ie: int, id_: int, density: float, rng, *,
         t, mask = _get(arena, i, l, is_bias), _get(arena, i, l, is_bias, "mask")
         unit = None if scores is None else scores[_unit_slice(arena, l)]
         live = int(mask.sum())
-        new = choose(operator, t, mask, live - int(count), rng, unit, direction)
+        new = choose(operator, t, mask, live - int(count), rng, unit, direction, balanced)
         if regrow != "none":
             r = n_to_prune(regrow_amount, int(new.sum()))
             if r > 0 and new.size - int(new.sum()) > 0:
-                dropped = choose(operator, t, new, r, rng, unit, direction)
+                dropped = choose(operator, t, new, r, rng, unit, direction, balanced)
                 exclude = (new == 1) & (dropped == 0)
                 g = None
                 if grads is not None:

@@ -7,7 +7,8 @@ import pytest
 from sparseae import TrainConfig
 from sparseae.compress import compress
 from sparseae.data import binary_clustering
-from sparseae.density import allocate, counts_for, cubic_density, prune_to, tensors
+from sparseae.density import (allocate, counts_for, cubic_density, prune_to, row_quotas,
+                              tensors)
 from sparseae.errors import ConfigError
 from sparseae.evaluation import model_l1
 from sparseae.model import Autoencoder
@@ -175,6 +176,20 @@ def test_final_phase_reaches_density_and_pruned_weights_stay_zero(operator):
     assert m.encoder.mask.all() and m.decoder.mask.all()
 
 
+def test_final_phase_with_fanin_allocation():
+    data = binary_clustering(3, 40, 5, 0.05, 0)
+    m = Autoencoder((40, 30, 10), seed=1)
+    small, info = compress(m, data, 0.15, "magnitude", 6, seed=3, allocation="fanin")
+    e, d = small.encoder, small.decoder
+    assert live_counts(e, d) == [int(c) for c in counts_for(e, d, 0.15, allocation="fanin")[1]]
+    assert info["allocation"] == "fanin"
+    for a in (e, d):
+        assert not a.params[0][a.mask[0] == 0].any()
+        for l in range(a.n_layers):
+            rows = a.weight(0, l, "mask").sum(axis=1)
+            assert rows.max() - rows.min() <= 1
+
+
 def test_final_density_in_a_run_summary():
     run = make_run(TrainConfig(paradigm="lipi", population=3, operator="random", epochs=2,
                                seed=0, final_density=0.3, finetune_epochs=2, **TINY))
@@ -249,6 +264,71 @@ def test_global_allocation_keeps_the_largest_weights_over_all_tensors():
     assert e.mask[0].sum() + d.mask[0].sum() == round(0.3 * (e.n + d.n))
     with pytest.raises(ConfigError, match="^density_allocation:"):
         TrainConfig(density_allocation="uniform").validate()
+
+
+def test_fanin_allocation_gives_every_unit_the_same_fan_in():
+    shapes = [(30, 1000), (30,), (10, 30), (10,), (30, 10), (30,), (1000, 30)]
+    sizes = [int(np.prod(s)) for s in shapes]
+    for budget in (0, 1, 777, 6113, 30000, sum(sizes) - 1, sum(sizes)):
+        c = allocate(shapes, budget, "fanin")
+        assert int(c.sum()) == budget and all(0 <= k <= n for k, n in zip(c, sizes))
+    c = allocate(shapes, 6113, "fanin")
+    # about 5.7 inputs per unit: the 1000 output units get 1000/30 of the first layer's
+    assert [int(c[k]) for k in (1, 3, 5)] == [30, 10, 30]  # biases (fan-in 1) stay whole
+    per_unit = [c[k] / shapes[k][0] for k in (0, 2, 4, 6)]
+    assert max(per_unit) - min(per_unit) < 1.0, per_unit
+    assert abs(per_unit[0] - 5.7) < 0.3
+
+
+def test_row_quotas_are_even_and_exact():
+    assert row_quotas([5, 5, 5], 7).tolist() == [3, 2, 2]
+    assert row_quotas([1, 9, 9, 0], 10).tolist() == [1, 5, 4, 0]  # short rows keep all
+    assert row_quotas([4, 4], 0).tolist() == [0, 0]
+    assert row_quotas([4, 4], 8).tolist() == [4, 4]
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        live = rng.integers(0, 12, size=rng.integers(1, 9))
+        keep = int(rng.integers(0, live.sum() + 1))
+        q = row_quotas(live, keep)
+        assert q.sum() == keep and np.all(q <= live)
+        full = q < live  # rows that gave something up are within one of each other
+        if full.any():
+            assert q[full].max() - q[full].min() <= 1 and np.all(q[~full] <= q[full].max() + 1)
+
+
+@pytest.mark.parametrize("operator", OPS)
+def test_fanin_pruning_is_balanced_per_unit_and_exact(operator):
+    m = Autoencoder((40, 30, 10), seed=8)
+    m0 = Autoencoder((40, 30, 10), seed=8)  # the weights before pruning
+    scores = (np.random.default_rng(1).random(40), np.random.default_rng(2).random(70))
+    if operator == "conjunctive":
+        scores = tuple(s > 0.5 for s in scores)
+
+    def prune(model):
+        prune_to(operator, model.encoder, model.decoder, 0, 0, 0.2, np.random.default_rng(0),
+                 allocation="fanin", scores_e=scores[0], scores_d=scores[1])
+
+    prune(m)
+    e, d = m.encoder, m.decoder
+    _, counts = counts_for(e, d, 0.2, allocation="fanin")
+    assert live_counts(e, d) == [int(k) for k in counts]
+    for a, a0 in ((e, m0.encoder), (d, m0.decoder)):
+        dead = a.mask[0] == 0
+        assert not a.params[0][dead].any()
+        assert np.array_equal(a.params[0][~dead], a0.params[0][~dead])
+        for l in range(a.n_layers):
+            mask = a.weight(0, l, "mask").astype(bool)
+            rows = mask.sum(axis=1)
+            assert rows.max() - rows.min() <= 1, (l, rows)  # one fan-in for every unit
+            if operator in ("magnitude", "conjunctive"):  # each unit keeps its largest |w|
+                w = np.abs(a0.weight(0, l))
+                for r in range(mask.shape[0]):
+                    if mask[r].any() and (~mask[r]).any():
+                        assert w[r][mask[r]].min() >= w[r][~mask[r]].max()
+    again = Autoencoder((40, 30, 10), seed=8)
+    prune(again)  # the same draws give the same masks
+    assert np.array_equal(again.encoder.mask, e.mask)
+    assert np.array_equal(again.decoder.mask, d.mask)
 
 
 def test_sweep_specs_take_the_new_fields():
