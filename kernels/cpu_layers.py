@@ -199,7 +199,8 @@ _SHORT = 64
 
 @njit(**HELPER)
 def _axpy(y, n, k, c0, a0, c1, a1, c2, a2, c3, a3, first):
-    """``y[:n] (+)= c0 a0 + c1 a1 + ...`` over the first ``k`` (1 to 4) pairs."""
+    """``y[:n] (+)= c0 a0 + c1 a1 + ...`` over the first ``k`` (1 to 4) pairs
+    (``first``: ``y`` is overwritten)."""
     if k == 4:
         if first:
             for j in range(n):
@@ -250,35 +251,30 @@ def combine_rows(y, A, n, c, c0, cs, k):
         return
     first = True
     cnt = 0
-    q0 = _F(0.0)
-    q1 = _F(0.0)
-    q2 = _F(0.0)
-    r0 = 0
-    r1 = 0
-    r2 = 0
-    for r in range(k):
-        cr = c[c0 + r * cs]
-        if cr == 0:
-            continue
-        if cnt == 0:
-            q0 = cr
-            r0 = r * n
-        elif cnt == 1:
-            q1 = cr
-            r1 = r * n
-        elif cnt == 2:
-            q2 = cr
-            r2 = r * n
-        else:
-            _axpy(y, n, 4, q0, A[r0:r0 + n], q1, A[r1:r1 + n], q2, A[r2:r2 + n],
-                  cr, A[r * n:(r + 1) * n], first)
+    q0 = q1 = q2 = q3 = _F(0.0)
+    r0 = r1 = r2 = r3 = 0
+    for r in range(k + 1):  # r == k flushes the last one to three rows
+        if r < k:
+            cr = c[c0 + r * cs]
+            if cr == 0:
+                continue
+            if cnt == 0:
+                q0, r0 = cr, r * n
+            elif cnt == 1:
+                q1, r1 = cr, r * n
+            elif cnt == 2:
+                q2, r2 = cr, r * n
+            else:
+                q3, r3 = cr, r * n
+            cnt += 1
+            if cnt < 4:
+                continue
+        if cnt > 0:
+            _axpy(y, n, cnt, q0, A[r0:r0 + n], q1, A[r1:r1 + n], q2, A[r2:r2 + n],
+                  q3, A[r3:r3 + n], first)
             first = False
-            cnt = -1
-        cnt += 1
-    if cnt > 0:
-        _axpy(y, n, cnt, q0, A[r0:r0 + n], q1, A[r1:r1 + n], q2, A[r2:r2 + n],
-              q0, A[r0:r0 + n], first)
-    elif first:
+            cnt = 0
+    if first:  # every coefficient was 0
         for j in range(n):
             y[j] = _F(0.0)
 
