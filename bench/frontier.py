@@ -11,7 +11,7 @@ chosen profile's data), whose best centre (lowest validation L1) then goes throu
 the final compression phase (:func:`sparseae.compress.compress`: gradual
 pruning to the density with the operator over the first half of the
 fine-tuning epochs, then fine-tuning at the density with permanent masks;
-``--allocation erk`` by default, the better of the two measured on the
+``--allocation fanin`` by default, the best of the three measured on the
 default data)
 for every operator and density.  The no-pruning reference is the same centre
 fine-tuned as long at density 1.  Prints the median (and IQR) of the final test
@@ -231,9 +231,9 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=None, help="search epochs")
     ap.add_argument("--finetune-epochs", type=int, default=None)
     ap.add_argument("--densities", default=",".join(f"{d:g}" for d in DENSITIES))
-    ap.add_argument("--allocation", choices=ALLOCATIONS, default="erk",
+    ap.add_argument("--allocation", choices=ALLOCATIONS, default="fanin",
                     help="how the final phase shares the live entries among the tensors "
-                         "(erk: measured better on the default data)")
+                         "(fanin: measured best on the default data)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--centres", default=None, metavar="DIR",
                     help="keep each seed's search centre in DIR and reuse it when there "

@@ -23,7 +23,7 @@ from sparseae.operators import PRUNING_OPERATORS
               help="Target density: the fraction of the parameters left live.")
 @click.option("--operator", type=click.Choice(PRUNING_OPERATORS), default="magnitude",
               show_default=True, help="Which entries each tensor loses.")
-@click.option("--allocation", type=click.Choice(ALLOCATIONS), default="erk",
+@click.option("--allocation", type=click.Choice(ALLOCATIONS), default="fanin",
               show_default=True,
               help="How the live entries are shared among the tensors: erk (by shape, as "
                    "RigL), fanin (every unit keeps the same number of inputs) or global (the "

@@ -13,7 +13,7 @@ Schedule: with ``N`` fine-tuning epochs, epoch ``e`` trains, then prunes to
 pair's density before) -- the cubic schedule of :mod:`sparseae.density` over
 the first half -- so the second half trains at ``D``.  ``N = 0`` prunes to
 ``D`` at once.  The per-tensor counts are :func:`sparseae.density.allocate`'s
-(ERK), so the total density is ``D`` to one entry per tensor; a tensor already
+(``fanin`` by default: every unit keeps the same number of inputs), so the total density is ``D`` to one entry per tensor; a tensor already
 sparser than its count is left as it is.
 """
 
@@ -46,7 +46,7 @@ def _live(model) -> int:
 
 def compress(model: Autoencoder, data, density: float, operator: str = "magnitude",
              finetune_epochs: int = 30, *, seed: int = 0, lr: float = 1e-3, batch_size: int = 5,
-             config=None, backend=None, allocation: str = "erk"):
+             config=None, backend=None, allocation: str = "fanin"):
     """Prune ``model`` to ``density`` with ``operator`` and fine-tune it.
 
     Parameters
@@ -207,7 +207,7 @@ def load_best(path, data=None, device: str = "cpu"):
 def compress_checkpoint(path, density: float, operator: str = "magnitude",
                         finetune_epochs: int = 30, *, seed: int = 0, lr: float = 1e-3,
                         out=None, data=None, data_file=None, device: str = "cpu",
-                        allocation: str = "erk") -> dict:
+                        allocation: str = "fanin") -> dict:
     """:func:`compress` the best individual of checkpoint ``path``; write the result
     to ``out`` (when given) as a canonical checkpoint ``sparseae eval`` reads.
     Returns the metrics (:func:`compress`'s, plus ``cell`` for a population)."""

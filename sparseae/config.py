@@ -131,7 +131,7 @@ class TrainConfig:
     #: how the live entries are shared among the tensors: "erk" (fixed by the shapes,
     #: Erdos-Renyi-Kernel as in RigL), "fanin" (every unit keeps the same number of
     #: incoming entries) or "global" (by the largest |w| over all tensors)
-    density_allocation: str = "erk"
+    density_allocation: str = "fanin"
     #: prune-and-regrow inside the window (SET / RigL): each event also drops
     #: ``prune_amount`` of every tensor's live entries by the operator and regrows as
     #: many pruned ones, by gradient magnitude or at random ("none": off)

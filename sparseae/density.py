@@ -71,7 +71,7 @@ def _get(arena, i, l, is_bias, which="params"):
     return arena.bias(i, l, which) if is_bias else arena.weight(i, l, which)
 
 
-def allocate(shapes, budget: int, allocation: str = "erk") -> np.ndarray:
+def allocate(shapes, budget: int, allocation: str = "fanin") -> np.ndarray:
     """Live entries per tensor, summing to ``budget`` exactly.
 
     ``shapes``: each tensor's ``(out, in)`` (a bias: ``(out,)``, taken as an
@@ -110,7 +110,7 @@ def allocate(shapes, budget: int, allocation: str = "erk") -> np.ndarray:
     return counts
 
 
-def counts_for(enc, dec, density: float, output_bias: bool = False, allocation: str = "erk",
+def counts_for(enc, dec, density: float, output_bias: bool = False, allocation: str = "fanin",
                ie: int = 0, id_: int = 0) -> tuple:
     """``(tensors, counts)``: :func:`tensors` and the live entries each keeps at
     total ``density`` of the pair (round(density * parameters) live in all, the
@@ -280,7 +280,7 @@ def gradients(enc, dec, ie, id_, X) -> list:
 def prune_to(operator: str, enc, dec, ie: int, id_: int, density: float, rng, *,
              output_bias: bool = False, scores_e=None, scores_d=None, direction: str = "low",
              regrow: str = "none", regrow_amount=0.1, grow_rows=None,
-             allocation: str = "erk") -> int:
+             allocation: str = "fanin") -> int:
     """Prune encoder row ``ie`` and decoder row ``id_`` to total ``density``.
 
     Each tensor of :func:`counts_for` is pruned by ``operator`` (:func:`choose`)

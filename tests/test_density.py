@@ -44,13 +44,13 @@ def test_erk_allocation_is_exact_and_favours_small_layers():
     shapes = [(30, 1000), (30,), (10, 30), (10,), (30, 10), (30,), (1000, 30)]
     sizes = [int(np.prod(s)) for s in shapes]
     for budget in (0, 1, 777, 3000, 12345, sum(sizes) - 1, sum(sizes)):
-        c = allocate(shapes, budget)
+        c = allocate(shapes, budget, "erk")
         assert int(c.sum()) == budget
         assert all(0 <= k <= n for k, n in zip(c, sizes))
-    c = allocate(shapes, 30000)
+    c = allocate(shapes, 30000, "erk")
     assert c[2] == 300 and c[4] == 300  # the bottleneck layers stay dense
     assert c[0] / 30000 < 0.5 and abs(int(c[0]) - int(c[6])) <= 1
-    c = allocate(shapes, 6000)  # a smaller share of the wide layers survives
+    c = allocate(shapes, 6000, "erk")  # a smaller share of the wide layers survives
     assert c[2] / 300 > 2 * c[0] / 30000
 
 
