@@ -31,7 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from bench._timing import cpu_model
-from sparseae.density import ALLOCATIONS
+from sparseae.density import ALLOCATIONS, DEFAULT_ALLOCATION
 
 OPERATORS = ("random", "variance", "conjunctive", "magnitude")
 DENSITIES = (0.8, 0.5, 0.3, 0.2, 0.1, 0.05)
@@ -231,7 +231,7 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=None, help="search epochs")
     ap.add_argument("--finetune-epochs", type=int, default=None)
     ap.add_argument("--densities", default=",".join(f"{d:g}" for d in DENSITIES))
-    ap.add_argument("--allocation", choices=ALLOCATIONS, default="fanin",
+    ap.add_argument("--allocation", choices=ALLOCATIONS, default=DEFAULT_ALLOCATION,
                     help="how the final phase shares the live entries among the tensors "
                          "(fanin: measured best on the default data)")
     ap.add_argument("--workers", type=int, default=2)

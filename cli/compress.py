@@ -12,7 +12,7 @@ from sparseae.cli.common import (
     print_summary,
     warnings_as_lines,
 )
-from sparseae.density import ALLOCATIONS
+from sparseae.density import ALLOCATIONS, DEFAULT_ALLOCATION
 from sparseae.errors import SparseaeError
 from sparseae.operators import PRUNING_OPERATORS
 
@@ -23,7 +23,7 @@ from sparseae.operators import PRUNING_OPERATORS
               help="Target density: the fraction of the parameters left live.")
 @click.option("--operator", type=click.Choice(PRUNING_OPERATORS), default="magnitude",
               show_default=True, help="Which entries each tensor loses.")
-@click.option("--allocation", type=click.Choice(ALLOCATIONS), default="fanin",
+@click.option("--allocation", type=click.Choice(ALLOCATIONS), default=DEFAULT_ALLOCATION,
               show_default=True,
               help="How the live entries are shared among the tensors: erk (by shape, as "
                    "RigL), fanin (every unit keeps the same number of inputs) or global (the "

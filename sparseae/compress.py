@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from sparseae._options import ADAM_BETAS, ADAM_EPS
-from sparseae.density import forward, prune_to
+from sparseae.density import DEFAULT_ALLOCATION, forward, prune_to
 from sparseae.errors import ConfigError
 from sparseae.model import Autoencoder
 from sparseae.operators import PRUNING_OPERATORS as OPERATORS
@@ -46,7 +46,7 @@ def _live(model) -> int:
 
 def compress(model: Autoencoder, data, density: float, operator: str = "magnitude",
              finetune_epochs: int = 30, *, seed: int = 0, lr: float = 1e-3, batch_size: int = 5,
-             config=None, backend=None, allocation: str = "fanin"):
+             config=None, backend=None, allocation: str = DEFAULT_ALLOCATION):
     """Prune ``model`` to ``density`` with ``operator`` and fine-tune it.
 
     Parameters
@@ -207,7 +207,7 @@ def load_best(path, data=None, device: str = "cpu"):
 def compress_checkpoint(path, density: float, operator: str = "magnitude",
                         finetune_epochs: int = 30, *, seed: int = 0, lr: float = 1e-3,
                         out=None, data=None, data_file=None, device: str = "cpu",
-                        allocation: str = "fanin") -> dict:
+                        allocation: str = DEFAULT_ALLOCATION) -> dict:
     """:func:`compress` the best individual of checkpoint ``path``; write the result
     to ``out`` (when given) as a canonical checkpoint ``sparseae eval`` reads.
     Returns the metrics (:func:`compress`'s, plus ``cell`` for a population)."""

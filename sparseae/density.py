@@ -28,13 +28,16 @@ import numpy as np
 
 from sparseae._options import COL_UNIT, RELU
 from sparseae.errors import ConfigError
-from sparseae.operators import (conjunctive_marks, magnitude_mask, n_to_prune, random_mask,
-                                unit_spread, variance_mask, zero_pruned)
+from sparseae.operators import (PRUNING_OPERATORS, conjunctive_marks, magnitude_mask,
+                                n_to_prune, random_mask, unit_spread, variance_mask,
+                                zero_pruned)
 
 #: Training rows whose gradient ranks the entries to regrow ("gradient" regrow).
 GROW_ROWS = 100
 REGROW = ("none", "random", "gradient")
 ALLOCATIONS = ("erk", "fanin", "global")
+#: the allocation of the final phase, ``compress`` and ``TrainConfig.density_allocation``
+DEFAULT_ALLOCATION = "fanin"
 
 
 def cubic_density(t: float, T: float, target: float, start: float = 0.0,
@@ -71,7 +74,7 @@ def _get(arena, i, l, is_bias, which="params"):
     return arena.bias(i, l, which) if is_bias else arena.weight(i, l, which)
 
 
-def allocate(shapes, budget: int, allocation: str = "fanin") -> np.ndarray:
+def allocate(shapes, budget: int, allocation: str = DEFAULT_ALLOCATION) -> np.ndarray:
     """Live entries per tensor, summing to ``budget`` exactly.
 
     ``shapes``: each tensor's ``(out, in)`` (a bias: ``(out,)``, taken as an
@@ -110,7 +113,7 @@ def allocate(shapes, budget: int, allocation: str = "fanin") -> np.ndarray:
     return counts
 
 
-def counts_for(enc, dec, density: float, output_bias: bool = False, allocation: str = "fanin",
+def counts_for(enc, dec, density: float, output_bias: bool = False, allocation: str = DEFAULT_ALLOCATION,
                ie: int = 0, id_: int = 0) -> tuple:
     """``(tensors, counts)``: :func:`tensors` and the live entries each keeps at
     total ``density`` of the pair (round(density * parameters) live in all, the
@@ -201,9 +204,7 @@ def choose(operator: str, t, mask, k: int, rng, unit_score=None, direction: str 
     ``fanin`` allocation) a weight is pruned row by row (:func:`balanced_mask`)."""
     if k <= 0:
         return mask.copy()
-    if balanced and np.ndim(t) == 2:
-        if operator not in ("random", "variance", "conjunctive", "magnitude"):
-            raise ConfigError(f"operator: {operator!r} cannot prune to a density")
+    if balanced and np.ndim(t) == 2 and operator in PRUNING_OPERATORS:
         return balanced_mask(operator, t, mask, int(k), rng)
     if operator == "random":
         return random_mask(t, mask, int(k), rng)
@@ -280,7 +281,7 @@ def gradients(enc, dec, ie, id_, X) -> list:
 def prune_to(operator: str, enc, dec, ie: int, id_: int, density: float, rng, *,
              output_bias: bool = False, scores_e=None, scores_d=None, direction: str = "low",
              regrow: str = "none", regrow_amount=0.1, grow_rows=None,
-             allocation: str = "fanin") -> int:
+             allocation: str = DEFAULT_ALLOCATION) -> int:
     """Prune encoder row ``ie`` and decoder row ``id_`` to total ``density``.
 
     Each tensor of :func:`counts_for` is pruned by ``operator`` (:func:`choose`)

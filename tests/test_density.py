@@ -7,8 +7,8 @@ import pytest
 from sparseae import TrainConfig
 from sparseae.compress import compress
 from sparseae.data import binary_clustering
-from sparseae.density import (allocate, counts_for, cubic_density, prune_to, row_quotas,
-                              tensors)
+from sparseae.density import (DEFAULT_ALLOCATION, allocate, counts_for, cubic_density, prune_to,
+                              row_quotas, tensors)
 from sparseae.errors import ConfigError
 from sparseae.evaluation import model_l1
 from sparseae.model import Autoencoder
@@ -267,6 +267,7 @@ def test_global_allocation_keeps_the_largest_weights_over_all_tensors():
 
 
 def test_fanin_allocation_gives_every_unit_the_same_fan_in():
+    assert TrainConfig().density_allocation == DEFAULT_ALLOCATION == "fanin"  # one default
     shapes = [(30, 1000), (30,), (10, 30), (10,), (30, 10), (30,), (1000, 30)]
     sizes = [int(np.prod(s)) for s in shapes]
     for budget in (0, 1, 777, 6113, 30000, sum(sizes) - 1, sum(sizes)):
