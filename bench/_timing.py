@@ -79,6 +79,31 @@ def _sum_passes(a, passes):
     return s
 
 
+#: Entries of the array :func:`sqrt_div_loop` works on (8 KiB each: in L1).
+SQRT_DIV_N = 2048
+
+
+@njit(fastmath={"reassoc", "contract", "nsz", "arcp"}, error_model="numpy", cache=False)
+def _sqrt_div(m, v, out, passes, c, e):
+    for _ in range(passes):
+        for k in range(m.shape[0]):
+            out[k] += m[k] / (np.sqrt(v[k]) * c + e)
+
+
+def sqrt_div_loop(passes=50):
+    """``(fn, entries)``: ``fn()`` evaluates Adam's ``m / (sqrt(v) c + eps)`` (one
+    float32 square root and one divide, vectorised as in the kernels, which
+    use the same fastmath flags) for ``entries`` entries kept in L1: the rate of
+    the divide/square-root unit that bounds Adam."""
+    rng = np.random.default_rng(2)
+    m = rng.random(SQRT_DIV_N, dtype=np.float32)
+    v = rng.random(SQRT_DIV_N, dtype=np.float32) + np.float32(0.1)
+    out = np.zeros(SQRT_DIV_N, np.float32)
+    c, e = np.float32(1.3), np.float32(1e-8)
+    _sqrt_div(m, v, out, 1, c, e)
+    return (lambda: _sqrt_div(m, v, out, passes, c, e)), passes * SQRT_DIV_N
+
+
 def _best_rate(fn, work, seconds=0.25):
     """Best rate ``work / t`` over repeats of ``fn`` within about ``seconds``."""
     fn()
@@ -96,7 +121,8 @@ def roofline() -> dict:
 
     ``sgemm_gflops``: one-thread float32 matrix product (256 x 256 x 256, in L2)
     through numpy's BLAS -- the FMA rate that well-blocked code reaches;
-    ``l1_gbs`` / ``l2_gbs``: a vectorised float32 sum over 16 KiB / 512 KiB.
+    ``l1_gbs`` / ``l2_gbs``: a vectorised float32 sum over 16 KiB / 512 KiB;
+    ``sqrt_div_ns``: one float32 divide and square root (:func:`sqrt_div_loop`).
     The benchmark's module sets the BLAS thread count to 1 before numpy loads.
     """
     rng = np.random.default_rng(0)
@@ -107,6 +133,8 @@ def roofline() -> dict:
     for key, nbytes, passes in (("l1_gbs", 16 << 10, 2000), ("l2_gbs", 512 << 10, 60)):
         v = np.ones(nbytes // 4, np.float32)
         out[key] = _best_rate(lambda: _sum_passes(v, passes), nbytes * passes) / 1e9
+    fn, entries = sqrt_div_loop()
+    out["sqrt_div_ns"] = 1e9 / _best_rate(fn, entries)
     return out
 
 

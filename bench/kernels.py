@@ -64,6 +64,12 @@ Per-layer rows (``Autoencoder("default", seed=0)``: encoder 1000-30-10, decoder 
     every layer but the first: ``step_flops``) at the one-thread sgemm rate
     (``sgemm_gflops``: 256 x 256 x 256 float32, sampled round-robin with the
     other rows, so a slower machine slows both); ``step_over_floor`` the ratio.
+    That floor leaves out Adam, which is bound by one divide and one square
+    root per parameter (``adam_entries``), not by multiply-adds:
+    ``sqrt_div_ns`` is the time per entry of Adam's ``m / (sqrt(v) c + eps)``
+    on an array in L1 (``bench._timing.sqrt_div_loop``, sampled beside the
+    step), ``adam_floor_us`` that for every parameter, ``step_full_floor_us``
+    the sum of both floors and ``step_over_full_floor`` the step against it.
 ``numpy_step_us``
     The same training step (gather the batch, 4 layers forward, L1 loss,
     backward, masked Adam with betas 0.5/0.999 on float32 arrays, lr 1e-3)
@@ -115,7 +121,7 @@ from bench._layers import (  # noqa: E402
 )
 from bench._numpy_ref import BETA1, BETA2, EPS, LR, NumpyAE  # noqa: E402
 from bench._startup import measure_startup  # noqa: E402
-from bench._timing import Suite, loadavg, machine, pyloop, roofline  # noqa: E402
+from bench._timing import Suite, loadavg, machine, pyloop, roofline, sqrt_div_loop  # noqa: E402
 from sparseae.kernels import cpu  # noqa: E402
 from sparseae.model import Autoencoder  # noqa: E402
 
@@ -186,6 +192,9 @@ def add_training(suite, X, order, trained):
     a = np.random.default_rng(1).random((256, 256), dtype=np.float32)
     c = np.empty_like(a)
     suite.add("sgemm", pyloop(lambda: np.matmul(a, a, out=c)))
+    # ... and the divide/square-root rate that bounds Adam
+    sd, _ = sqrt_div_loop()
+    suite.add("sqrt_div", pyloop(sd))
 
     # NumPy: the same epoch
     nae = NumpyAE(Autoencoder("default", seed=0))
@@ -221,6 +230,12 @@ def training_results(suite, order, roof):
     out["sgemm_gflops"] = 2 * 256 ** 3 / suite.median("sgemm") / 1e9
     out["step_floor_us"] = out["step_flops"] / (out["sgemm_gflops"] * 1e3)
     out["step_over_floor"] = out["train_step_us"] / out["step_floor_us"]
+    _, entries = sqrt_div_loop()
+    out["sqrt_div_ns"] = suite.median("sqrt_div") / entries * 1e9
+    out["adam_entries"] = Autoencoder("default", seed=0).n_params
+    out["adam_floor_us"] = out["adam_entries"] * out["sqrt_div_ns"] / 1e3
+    out["step_full_floor_us"] = out["step_floor_us"] + out["adam_floor_us"]
+    out["step_over_full_floor"] = out["train_step_us"] / out["step_full_floor_us"]
     alarms = []
     if out["trained_over_fresh_model"] > TRAINED_LIMIT:
         alarms.append(f"a trained model's epoch takes {out['trained_over_fresh_model']:.2f}x a "
@@ -248,7 +263,8 @@ def print_report(res):
     print(f"load average before {res['load_before']}, after {res['load_after']}; "
           f"repeat={res['repeat']}, medians of wall time (CPU time in brackets)")
     print(f"roofline measured now: sgemm {roof['sgemm_gflops']:.1f} GFLOP/s (1 thread), "
-          f"L1 read {roof['l1_gbs']:.0f} GB/s, L2 read {roof['l2_gbs']:.0f} GB/s")
+          f"L1 read {roof['l1_gbs']:.0f} GB/s, L2 read {roof['l2_gbs']:.0f} GB/s, "
+          f"divide + square root {roof['sqrt_div_ns']:.3f} ns per float32")
     if res.get("compile_s") is not None:
         c = res["compile_runs"][-1]
         print(f"compile (cold cache): {res['compile_s']:.2f} s   "
@@ -287,7 +303,10 @@ def print_report(res):
     print(f"step {t['train_step_us']:.1f} us (CPU {t['train_step_cpu_us']:.1f}) = "
           f"{t['step_over_floor']:.2f}x the arithmetic floor "
           f"({t['step_flops'] / 1e6:.2f} MFLOP at the {t['sgemm_gflops']:.0f} GFLOP/s of sgemm "
-          f"sampled beside it: {t['step_floor_us']:.1f} us); "
+          f"sampled beside it: {t['step_floor_us']:.1f} us)")
+    print(f"     = {t['step_over_full_floor']:.2f}x the floor with Adam's divide and square root "
+          f"({t['adam_entries']:,} of each at the {t['sqrt_div_ns']:.3f} ns per entry measured "
+          f"beside it: {t['adam_floor_us']:.1f} us more, {t['step_full_floor_us']:.1f} us in all); "
           f"subnormals in the trained model: {res['trained_subnormals']}")
     for a in t["alarms"]:
         print(f"ALARM: {a}")
