@@ -26,8 +26,8 @@ from sparseae.operators import PRUNING_OPERATORS
 @click.option("--allocation", type=click.Choice(ALLOCATIONS), default=DEFAULT_ALLOCATION,
               show_default=True,
               help="How the live entries are shared among the tensors: erk (by shape, as "
-                   "RigL), fanin (every unit keeps the same number of inputs) or global (the "
-                   "largest |w| over all tensors).")
+                   "RigL), fanin (every unit keeps the same number of inputs; at least 4 "
+                   "in the narrow layers) or global (the largest |w| over all tensors).")
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=30, show_default=True,
               help="Canonical Adam epochs: pruning over the first half, then fine-tuning at "
                    "the density with permanent masks (0: prune at once).")

@@ -13,8 +13,10 @@ Schedule: with ``N`` fine-tuning epochs, epoch ``e`` trains, then prunes to
 pair's density before) -- the cubic schedule of :mod:`sparseae.density` over
 the first half -- so the second half trains at ``D``.  ``N = 0`` prunes to
 ``D`` at once.  The per-tensor counts are :func:`sparseae.density.allocate`'s
-(``fanin`` by default: every unit keeps the same number of inputs), so the total density is ``D`` to one entry per tensor; a tensor already
-sparser than its count is left as it is.
+(``fanin`` by default: every unit keeps the same number of inputs, at least
+:data:`sparseae.density.MIN_FANIN` in the narrow layers), so the total density
+is ``D`` to one entry per tensor; a tensor already sparser than its count is
+left as it is.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ import pytest
 from sparseae import TrainConfig
 from sparseae.compress import compress
 from sparseae.data import binary_clustering
-from sparseae.density import (DEFAULT_ALLOCATION, allocate, counts_for, cubic_density, prune_to,
-                              row_quotas, tensors)
+from sparseae.density import (DEFAULT_ALLOCATION, MIN_FANIN, allocate, counts_for, cubic_density,
+                              prune_to, row_quotas, tensors)
 from sparseae.errors import ConfigError
 from sparseae.evaluation import model_l1
 from sparseae.model import Autoencoder
@@ -279,6 +279,28 @@ def test_fanin_allocation_gives_every_unit_the_same_fan_in():
     per_unit = [c[k] / shapes[k][0] for k in (0, 2, 4, 6)]
     assert max(per_unit) - min(per_unit) < 1.0, per_unit
     assert abs(per_unit[0] - 5.7) < 0.3
+
+
+def test_fanin_floor_keeps_the_narrow_layers_alive():
+    # default architecture at density 0.05: 2,084 prunable live entries
+    shapes = [(30, 1000), (30,), (10, 30), (10,), (30, 10), (30,), (1000, 30)]
+    c = allocate(shapes, 2084, "fanin")
+    assert int(c.sum()) == 2084
+    f = c[6] / 1000  # the widest layer's fan-in
+    assert 1.6 < f < 1.9
+    for k in (0, 2, 4):  # the narrow layers keep min(4, 2 f) inputs per unit (to rounding)
+        assert abs(c[k] / shapes[k][0] - min(MIN_FANIN, 2 * f)) <= 1.0 / shapes[k][0] + 1e-9
+    assert [int(c[k]) for k in (1, 3, 5)] == [30, 10, 30]
+    c = allocate(shapes, 2700, "fanin")  # fan-in over 2: the floor itself
+    assert [int(c[k]) for k in (0, 2, 4)] == [120, 40, 120] and int(c[6]) == 2350
+    # every count falls with the budget (to one entry of rounding), and the sum is exact
+    prev = None
+    for budget in range(3000, 0, -7):
+        c = allocate(shapes, budget, "fanin")
+        assert int(c.sum()) == budget
+        if prev is not None:
+            assert np.all(c <= prev + 1), (budget, prev, c)
+        prev = c
 
 
 def test_row_quotas_are_even_and_exact():
