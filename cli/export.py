@@ -14,11 +14,11 @@ from sparseae.errors import SparseaeError
               help="model.npz (plain per-layer weights and biases, readable with numpy alone) "
                    "or model.onnx (needs pip install 'sparseae[onnx]'), written atomically.")
 @click.option("--cell", type=click.IntRange(min=0), default=None,
-              help="Export this centre of a Lipi-AE-S population.  [default: the best centre "
-                   "by test L1, as `sparseae eval` picks it]")
+              help="Export this centre of a Lipi-AE-S population.  [default: the centre of "
+                   "lowest validation L1, as `compress` picks it]")
 @click.option("--data", "data_path", type=DataArg(), default=None,
-              help="Pick the best centre by test L1 on these data (.h5/.npz, a data set name or "
-                   "mnist:DIR) instead of the run's own (found from the checkpoint).")
+              help="Pick the best centre by validation L1 on these data (.h5/.npz, a data set "
+                   "name or mnist:DIR) instead of the run's own (found from the checkpoint).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where the L1 evaluations that pick the best centre run.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
@@ -56,8 +56,9 @@ def export(checkpoint, output, cell, data_path, device, overwrite, as_json):
     picked = ""
     if info["paradigm"] == "lipi":
         picked = f" of centre {info['cell']}"
-        if "test_l1" in info:
-            picked += f" (best, test L1 {info['test_l1']:.6g})"
+        if "validation_l1" in info:
+            picked += (f" (best by validation L1 {info['validation_l1']:.6g}; test L1 "
+                       f"{info['test_l1']:.6g})")
     click.echo(f"wrote {output}: {'-'.join(map(str, net.widths))}{picked}, latent units "
                f"{','.join(map(str, summary['latent_units'])) or 'none'} of {net.latent_dim}, "
                f"{net.n_params} parameters, {net.flops} FLOPs per sample")

@@ -287,14 +287,15 @@ def from_checkpoint(path, data=None, cell: int | None = None, device: str = "cpu
     """The compacted network of a checkpoint and what was picked: ``(net, info)``.
 
     A canonical run has one model.  For a population (Lipi-AE-S) ``cell`` picks a
-    centre; None picks the best by test L1, as ``sparseae eval`` does (on ``data``,
-    default the run's own data found from the checkpoint; evaluated on ``device``).
-    ``info``: ``paradigm``, ``arch``, ``cell`` and, when it was computed,
-    ``test_l1``.
+    centre; None picks the one of lowest validation L1, as ``compress`` and the
+    final phase do, so the test split never chooses what is shipped (on ``data``,
+    default the run's own data found from the checkpoint; evaluated on
+    ``device``).  ``info``: ``paradigm``, ``arch``, ``cell`` and, when they were
+    computed, the picked centre's ``validation_l1`` and ``test_l1``.
     """
     from sparseae import backend
     from sparseae.errors import ConfigError, DataError
-    from sparseae.evaluation import best_cell, centre, check_width, load_trained
+    from sparseae.evaluation import best_cell, centre, check_width, load_trained, model_l1
     from sparseae.metrics import compact
 
     ck, config, arch, enc, dec = load_trained(path)
@@ -313,8 +314,10 @@ def from_checkpoint(path, data=None, cell: int | None = None, device: str = "cpu
                 raise DataError(f"{str(exc).rstrip('.')}; or export a chosen centre with "
                                 "--cell") from None
         check_width(arch, data)
-        cell, l1 = best_cell(enc, dec, arch, data.test, backend.get(device))
-        info["test_l1"] = l1[cell]
+        be = backend.get(device)
+        cell, l1 = best_cell(enc, dec, arch, data.validation, be)
+        info["validation_l1"] = l1[cell]
+        info["test_l1"] = model_l1(centre(enc, dec, cell, arch), data.test, be)
     cell = 0 if cell is None else int(cell)
     info["cell"] = cell
     return compact(centre(enc, dec, cell, arch)), info

@@ -285,17 +285,33 @@ def test_export_canonical_npz_and_onnx(runs, tmp_path):
     np.testing.assert_allclose(code, run.model.encode(x)[:, KEPT], rtol=1e-5, atol=1e-5)
 
 
-def test_export_population_picks_the_best_centre_as_eval_does(runs, tmp_path):
+def test_export_population_picks_the_centre_of_lowest_validation_l1(runs, tmp_path):
     import json
 
-    from sparseae import evaluate
+    from sparseae.evaluation import model_l1
 
     folder, _, ring = runs
-    best = evaluate(folder / "p.h5")["best_cell"]
+    val = [model_l1(ring.centre(k), ring.data.validation) for k in range(3)]
+    test = [model_l1(ring.centre(k), ring.data.test) for k in range(3)]
+    best = int(np.argmin(val))
     r = invoke("export", folder / "p.h5", "-o", tmp_path / "b.npz", "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
-    assert doc["cell"] == best and doc["paradigm"] == "lipi" and "test_l1" in doc
+    assert doc["cell"] == best and doc["paradigm"] == "lipi"
+    assert doc["validation_l1"] == pytest.approx(val[best], rel=1e-12)
+    assert doc["test_l1"] == pytest.approx(test[best], rel=1e-12)
+    r = invoke("export", folder / "p.h5", "-o", tmp_path / "t.npz")
+    assert f"of centre {best} (best by validation L1" in r.output
+    # a validation split that another centre reconstructs exactly (its own output), the
+    # same test split: the pick follows the validation split
+    d = ring.data
+    k = (int(np.argmin(test)) + 1) % 3
+    own = ring.centre(k).reconstruct(d.train).astype(np.float32)
+    save_data(tmp_path / "v.npz", type(d)(train=d.train, validation=own, test=d.test))
+    r = invoke("export", folder / "p.h5", "-o", tmp_path / "s.npz", "--json", "--data",
+               tmp_path / "v.npz")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["cell"] == k
     assert doc["latent_units"] == KEPT and doc["latent_dim"] == 7
     x = inputs(seed=None)
     net = CompactNetwork.load(tmp_path / "b.npz")
