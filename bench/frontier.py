@@ -191,15 +191,20 @@ def plot(rows, densities, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import NullFormatter
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     ref = rows.get("none@1")
+    # markers and dashes tell apart lines that coincide (RANDOM and VARIANCE under fanin)
+    styles = dict(zip(OPERATORS, (("o", "-"), ("s", "--"), ("^", "-"), ("D", "--"))))
     for op in OPERATORS:
         rs = [rows[f"{op}@{d:g}"] for d in densities if f"{op}@{d:g}" in rows]
         if not rs:
             continue
+        marker, ls = styles.get(op, ("o", "-"))
         for ax, key in zip(axes, ("density", "flops_median")):
             x = [r[key] for r in rs]
-            ax.plot(x, [r["median"] for r in rs], marker="o", label=op)
+            ax.plot(x, [r["median"] for r in rs], marker=marker, ls=ls, label=op)
             ax.fill_between(x, [r["q1"] for r in rs], [r["q3"] for r in rs], alpha=0.2)
     for ax, key, label in zip(axes, ("density", "flops_median"),
                               ("density (live fraction of the parameters)",
@@ -212,6 +217,9 @@ def plot(rows, densities, path, title):
         ax.set_xlabel(label)
         ax.set_ylabel("median best test L1 (IQR band)")
         ax.grid(alpha=0.3)
+    axes[0].set_xticks(sorted(densities))  # the studied densities, not 10^k labels
+    axes[0].set_xticklabels([f"{d:g}" for d in sorted(densities)])
+    axes[0].xaxis.set_minor_formatter(NullFormatter())
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
