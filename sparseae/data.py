@@ -157,11 +157,12 @@ def load(path) -> Dataset:
     ext = os.path.splitext(path)[1].lower()
     try:
         if ext == ".npz":
-            with open(path, "rb") as fh:
+            with open(path, "rb") as fh:  # np.load gets it: closed even if corrupt
                 if fh.read(4) not in _ZIP_MAGIC:
                     raise DataError(f"data: {path} is not a readable npz file (not a zip archive)")
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files if k in SPLITS}
+                fh.seek(0)
+                with np.load(fh, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files if k in SPLITS}
         else:
             import h5py
 

@@ -287,7 +287,7 @@ def _mnist1d_raw():
     cache = _cache_file(f"mnist1d-{version}-seed{MNIST1D_SEED}.npz")
     if cache is not None and os.path.isfile(cache):
         try:
-            with np.load(cache, allow_pickle=False) as z:
+            with open(cache, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 x, x_test, digest = z["x"], z["x_test"], str(z["sha256"])
             if _digest(x, x_test) == digest and x.ndim == 2 and x_test.shape[1:] == x.shape[1:]:
                 return x, x_test, version

@@ -93,11 +93,14 @@ def _read(path) -> dict:
     if os.path.isdir(path):
         raise _ModelError(f"{path} is a folder, expected an .npz file")
     try:
+        # np.load gets our file object: on a corrupt archive it would leave a file
+        # it opened itself unclosed (a ResourceWarning at some later collection)
         with open(path, "rb") as fh:
             if fh.read(4) not in _ZIP_MAGIC:
                 raise _ModelError(f"{path} is not an npz file (not a zip archive)")
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
     except _ModelError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
