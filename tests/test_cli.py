@@ -59,3 +59,15 @@ def test_version_and_help():
     assert invoke("--version").exit_code == 0
     r = invoke("train", "--help")
     assert r.exit_code == 0 and "--batch-size" in r.output
+
+
+def test_warnings_become_lines_but_resource_warnings_stay_silent(capsys):
+    import warnings
+
+    from sparseae.cli.common import warnings_as_lines
+
+    with warnings_as_lines():
+        warnings.warn("unclosed file <_io.FileIO name=15 mode='rb'>", ResourceWarning)
+        warnings.warn("data: the validation split is small\nsecond line", UserWarning)
+    err = capsys.readouterr().err
+    assert err == "Warning: data: the validation split is small second line\n", err  # one line
