@@ -79,8 +79,11 @@ def _sum_passes(a, passes):
     return s
 
 
-#: Entries of the array :func:`sqrt_div_loop` works on (8 KiB each: in L1).
+#: Entries of the array :func:`sqrt_div_loop` works on (8 KiB each: in L1), and
+#: the passes over it per call: ``SQRT_DIV_ENTRIES`` entries per call.
 SQRT_DIV_N = 2048
+SQRT_DIV_PASSES = 50
+SQRT_DIV_ENTRIES = SQRT_DIV_N * SQRT_DIV_PASSES
 
 
 @njit(fastmath={"reassoc", "contract", "nsz", "arcp"}, error_model="numpy", cache=False)
@@ -90,18 +93,18 @@ def _sqrt_div(m, v, out, passes, c, e):
             out[k] += m[k] / (np.sqrt(v[k]) * c + e)
 
 
-def sqrt_div_loop(passes=50):
-    """``(fn, entries)``: ``fn()`` evaluates Adam's ``m / (sqrt(v) c + eps)`` (one
-    float32 square root and one divide, vectorised as in the kernels, which
-    use the same fastmath flags) for ``entries`` entries kept in L1: the rate of
-    the divide/square-root unit that bounds Adam."""
+def sqrt_div_loop():
+    """``fn``: ``fn()`` evaluates Adam's ``m / (sqrt(v) c + eps)`` (one float32
+    square root and one divide, vectorised as in the kernels, which use the
+    same fastmath flags) for :data:`SQRT_DIV_ENTRIES` entries kept in L1: the
+    rate of the divide/square-root unit that bounds Adam."""
     rng = np.random.default_rng(2)
     m = rng.random(SQRT_DIV_N, dtype=np.float32)
     v = rng.random(SQRT_DIV_N, dtype=np.float32) + np.float32(0.1)
     out = np.zeros(SQRT_DIV_N, np.float32)
     c, e = np.float32(1.3), np.float32(1e-8)
     _sqrt_div(m, v, out, 1, c, e)
-    return (lambda: _sqrt_div(m, v, out, passes, c, e)), passes * SQRT_DIV_N
+    return lambda: _sqrt_div(m, v, out, SQRT_DIV_PASSES, c, e)
 
 
 def _best_rate(fn, work, seconds=0.25):
@@ -133,8 +136,7 @@ def roofline() -> dict:
     for key, nbytes, passes in (("l1_gbs", 16 << 10, 2000), ("l2_gbs", 512 << 10, 60)):
         v = np.ones(nbytes // 4, np.float32)
         out[key] = _best_rate(lambda: _sum_passes(v, passes), nbytes * passes) / 1e9
-    fn, entries = sqrt_div_loop()
-    out["sqrt_div_ns"] = 1e9 / _best_rate(fn, entries)
+    out["sqrt_div_ns"] = 1e9 / _best_rate(sqrt_div_loop(), SQRT_DIV_ENTRIES)
     return out
 
 

@@ -201,7 +201,7 @@ def plot(rows, densities, path, title):
         rs = [rows[f"{op}@{d:g}"] for d in densities if f"{op}@{d:g}" in rows]
         if not rs:
             continue
-        marker, ls = styles.get(op, ("o", "-"))
+        marker, ls = styles[op]
         for ax, key in zip(axes, ("density", "flops_median")):
             x = [r[key] for r in rs]
             ax.plot(x, [r["median"] for r in rs], marker=marker, ls=ls, label=op)

@@ -130,7 +130,8 @@ class TrainConfig:
     density_end: float = 0.75
     #: how the live entries are shared among the tensors: "erk" (fixed by the shapes,
     #: Erdos-Renyi-Kernel as in RigL), "fanin" (every unit keeps the same number of
-    #: incoming entries) or "global" (by the largest |w| over all tensors)
+    #: incoming entries, at least density.MIN_FANIN in the narrow layers) or "global"
+    #: (by the largest |w| over all tensors)
     density_allocation: str = "fanin"
     #: prune-and-regrow inside the window (SET / RigL): each event also drops
     #: ``prune_amount`` of every tensor's live entries by the operator and regrows as

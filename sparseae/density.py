@@ -155,11 +155,11 @@ def _fanin_real(outs, ins, budget):
             a = mid
         else:
             b = mid
-    return np.minimum(outs * fan(b), outs * ins)
+    return outs * fan(b)
 
 
-def counts_for(enc, dec, density: float, output_bias: bool = False, allocation: str = DEFAULT_ALLOCATION,
-               ie: int = 0, id_: int = 0) -> tuple:
+def counts_for(enc, dec, density: float, output_bias: bool = False,
+               allocation: str = DEFAULT_ALLOCATION, ie: int = 0, id_: int = 0) -> tuple:
     """``(tensors, counts)``: :func:`tensors` and the live entries each keeps at
     total ``density`` of the pair (round(density * parameters) live in all, the
     unprunable output biases included).

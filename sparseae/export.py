@@ -320,7 +320,9 @@ def from_checkpoint(path, data=None, cell: int | None = None, device: str = "cpu
         be = backend.get(device)
         cell, l1 = best_cell(enc, dec, arch, data.validation, be)
         info["validation_l1"] = l1[cell]
-        info["test_l1"] = model_l1(centre(enc, dec, cell, arch), data.test, be)
     cell = 0 if cell is None else int(cell)
     info["cell"] = cell
-    return compact(centre(enc, dec, cell, arch)), info
+    model = centre(enc, dec, cell, arch)
+    if "validation_l1" in info:
+        info["test_l1"] = model_l1(model, data.test, be)
+    return compact(model), info
