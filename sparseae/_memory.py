@@ -91,7 +91,7 @@ def config_bytes(config, arch, data_dim: int) -> int:
     """Estimate of what a run of ``config`` allocates besides its data."""
     rows = 1
     if config.paradigm == "lipi":
-        rows = config.population + (config.population if config.sync_cells else 1)
+        rows = 2 * config.population  # the centres and a work row per cell (waves)
     heldout = config.heldout if "conjunctive" in str(config.operator) else 0
     return run_bytes(arch, rows, heldout, data_dim)
 

@@ -21,6 +21,15 @@ cell (ALGORITHM.md section 5):
 
 The loop is plain Python over epochs and cells; all per-sample work is in the
 compiled kernels.  Individuals are arena rows: copying one is a row copy.
+
+Every cell draws from its own Generator, seeded each epoch from the run's, so
+its draws do not depend on what other cells drew.  That lets cells that do not
+see each other train at once without changing any result: an epoch runs as
+waves (:func:`sparseae.ring.waves`), the cells of a wave select one by one,
+train in one call (numba's parallel loop over the cores; one launch on a GPU)
+and finish one by one.  With radius 1 and 10 cells an epoch averages about
+3.7 waves; the result is bit-identical to visiting the cells one at a time
+(``waves = False``, as a lockstep sweep does).
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from sparseae.backend import EVAL_CHUNK
 from sparseae.metrics import figure_epoch, mean_distance, mean_overlap, preserved_total
 from sparseae.model import Arena, Autoencoder
 from sparseae.operators import prune_event
-from sparseae.ring import best_case_fitness, mutate_lr, neighbourhood, tournament
+from sparseae.ring import best_case_fitness, mutate_lr, neighbourhood, tournament, waves
 from sparseae.run import Run
 from sparseae.schedules import probability
 
@@ -60,14 +69,18 @@ class LipiRun(Run):
     cell_lr : float64 ``(N,)`` learning rate of each cell.
     order : int64 ``(N,)`` visiting order of the next epoch.
     operators : operator name of each cell.
-    rng : the run's Generator (init, batches, tournaments, training order,
-        pruning, lr mutation, visiting order).
+    rng : the run's Generator (init, visiting order, the seeds of the cells'
+        Generators, which draw the batches, tournaments, training orders,
+        pruning and lr mutations).
     history : per-cell series (lists of length-N arrays) and population series.
     """
 
     paradigm = "lipi"
     kind = "population"
     timing_keys = ("train_seconds", "seconds")
+    #: train the cells of a wave together (False: one cell per training request,
+    #: as a lockstep group needs; the results are the same)
+    waves = True
 
     @classmethod
     def check_paradigm(cls, config: TrainConfig) -> TrainConfig:
@@ -96,8 +109,8 @@ class LipiRun(Run):
 
     @property
     def work_rows(self) -> int:
-        """Work rows this run trains per request: N with ``sync_cells``, else 1."""
-        return self.n_cells if self.config.sync_cells else 1
+        """Work rows this run trains per request: N with ``sync_cells`` or waves, else 1."""
+        return self.n_cells if (self.config.sync_cells or self.waves) else 1
 
     def work(self) -> tuple:
         if self._work is None:
@@ -122,25 +135,31 @@ class LipiRun(Run):
 
     # ------------------------------------------------------------------ one cell
 
-    def _batch(self) -> np.ndarray:
+    def _batch(self, rng: np.random.Generator) -> np.ndarray:
         """Indices of one training batch (without replacement)."""
         n = self.data.train.shape[0]
-        return self.rng.choice(n, self.config.batch_size, replace=False)
+        return rng.choice(n, self.config.batch_size, replace=False)
 
-    def begin_cell(self, cell: int, row: int = 0):
+    def cell_rngs(self) -> list:
+        """One Generator per cell for this epoch, seeded from the run's Generator."""
+        seeds = self.rng.integers(0, 2**63, self.n_cells)
+        return [np.random.default_rng(int(s)) for s in seeds]
+
+    def begin_cell(self, cell: int, rng: np.random.Generator, row: int = 0):
         """Steps 1-3 for one cell (a generator: it yields the all-pairs request):
-        neighbourhood, all-pairs L1, tournament; the winning pair is copied to
-        work row ``row``; returns the training request."""
+        neighbourhood, all-pairs L1, tournament, drawing from the cell's ``rng``;
+        the winning pair is copied to work row ``row``; returns the training
+        request."""
         c = self.config
         E, D = self.encoders, self.decoders
         we, wd, stats_e, stats_d = self.work()
         idx = neighbourhood(cell, self.n_cells, c.radius)
-        batch = self._batch()
+        batch = self._batch(rng)
         req = {"kind": "pairs", "arena": "centres", "enc": idx, "dec": idx, "rows": batch,
                "chunk": len(batch)}
         yield [req]
         fitness = best_case_fitness(req["result"])
-        win = tournament(fitness, self.rng)
+        win = tournament(fitness, rng)
         src = int(idx[win])
         moments = c.adam != "fresh"  # a fresh Adam's moments are 0 in every row
         we.copy_row(row, src, source=E, moments=moments)
@@ -150,10 +169,10 @@ class LipiRun(Run):
         if with_stats:
             stats_e[row] = 0.0
             stats_d[row] = 0.0
-        return {"kind": "train", "cell": cell, "row": row,
+        return {"kind": "train", "cell": cell, "row": row, "rng": rng,
                 "selection_loss": float(fitness[win]),
                 "operator": operator, "with_stats": with_stats, "lr": float(self.cell_lr[cell]),
-                "order": self.rng.permutation(self.data.train.shape[0])}
+                "order": rng.permutation(self.data.train.shape[0])}
 
     def finish_cell(self, ctx: dict):
         """Steps 5-6 (a generator: it yields the replacement's evaluation):
@@ -162,37 +181,38 @@ class LipiRun(Run):
         c = self.config
         E, D = self.encoders, self.decoders
         we, wd, stats_e, stats_d = self.work()
-        wi, cell, operator = ctx["row"], ctx["cell"], ctx["operator"]
+        wi, cell, operator, rng = ctx["row"], ctx["cell"], ctx["operator"], ctx["rng"]
         self.steps += self._steps_per_epoch
-        batch = self._batch()
+        batch = self._batch(rng)
         req = {"kind": "pairs", "arena": "work", "enc": [wi], "dec": [wi], "rows": batch,
                "chunk": len(batch)}
         yield [req]
         replacement = float(req["result"][0, 0])
         pruned = 0
         if operator != "none" and c.target_density is not None:
-            pruned = density_event(c, operator, we, wd, wi, wi, self.rng, self.data,
+            pruned = density_event(c, operator, we, wd, wi, wi, rng, self.data,
                                    stats_e[wi], stats_d[wi], self.epoch, self.backend)
         elif operator != "none":
             n = 2 * c.radius + 1
             p = probability(c.schedule, c.p0(operator), self.epoch, c.final_epoch(), n)
-            if p > self.rng.random():
-                pruned = prune_event(c, operator, we, wd, wi, wi, self.rng, self.data,
+            if p > rng.random():
+                pruned = prune_event(c, operator, we, wd, wi, wi, rng, self.data,
                                      stats_e[wi], stats_d[wi], self.backend)
         moments = c.adam != "fresh"
         E.copy_row(cell, wi, source=we, moments=moments)
         D.copy_row(cell, wi, source=wd, moments=moments)
-        self.cell_lr[cell] = mutate_lr(self.cell_lr[cell], c.lr_sigma, self.rng)
+        self.cell_lr[cell] = mutate_lr(self.cell_lr[cell], c.lr_sigma, rng)
         return {"selection_loss": ctx["selection_loss"], "replacement_loss": replacement,
                 "lr": float(self.cell_lr[cell]),
                 "preserved": preserved_total(E, D, cell, cell, c.regrowth), "pruned": pruned}
 
     def step_cell(self, cell: int) -> dict:
-        """Run steps 1-6 for one cell here; return its record."""
-        return _here(self, self._cell_steps(cell))
+        """Run steps 1-6 for one cell here (its Generator drawn from the run's);
+        return its record."""
+        return _here(self, self._cell_steps(cell, self.cell_rngs()[cell]))
 
-    def _cell_steps(self, cell: int):
-        ctx = yield from self.begin_cell(cell)
+    def _cell_steps(self, cell: int, rng: np.random.Generator):
+        ctx = yield from self.begin_cell(cell, rng)
         yield [ctx]
         return (yield from self.finish_cell(ctx))
 
@@ -201,25 +221,29 @@ class LipiRun(Run):
     def epoch_steps(self):
         """One epoch as a generator of training requests (:class:`sparseae.run.Run`).
 
-        Without ``sync_cells`` it yields one cell at a time, in the visiting
-        order.  With ``sync_cells`` every cell first selects from the centres
-        as they were at the start of the epoch, all selected pairs train in
-        one request, then the cells finish in the visiting order.
+        Every cell gets its Generator (:meth:`cell_rngs`).  The cells go in
+        waves (:func:`sparseae.ring.waves`; one cell each with ``waves``
+        False): the cells of a wave select one by one in the visiting order,
+        train in one request, then finish one by one.  With ``sync_cells`` the
+        whole epoch is one wave: every cell selects from the centres as they
+        were at the start of the epoch.
         """
         t0 = time.perf_counter()
         rec = {k: np.zeros(self.n_cells) for k in CELL_SERIES}
+        rngs = self.cell_rngs()
         if self.config.sync_cells:
+            plan = [[int(c) for c in self.order]]
+        elif self.waves:
+            plan = waves(self.order, self.n_cells, self.config.radius)
+        else:
+            plan = [[int(c)] for c in self.order]
+        for wave in plan:
             ctxs = []
-            for j, cell in enumerate(self.order):
-                ctxs.append((yield from self.begin_cell(int(cell), row=j)))
+            for j, cell in enumerate(wave):
+                ctxs.append((yield from self.begin_cell(cell, rngs[cell], row=j)))
             yield ctxs
             for ctx in ctxs:
                 self._record(rec, ctx["cell"], (yield from self.finish_cell(ctx)))
-        else:
-            for cell in self.order:
-                ctx = yield from self.begin_cell(int(cell))
-                yield [ctx]
-                self._record(rec, int(cell), (yield from self.finish_cell(ctx)))
         yield from self.end_epoch(rec)
         self.seconds += time.perf_counter() - t0
 

@@ -11,8 +11,9 @@ them in one ``train_epoch_many`` call of the device's kernels, and resumes
 every run.  The runs' own evaluations between requests (all-pairs L1,
 replacement L1, CONJUNCTIVE marks) run on the CPU, on the threads of their
 host work.  So each run keeps its seed, its schedule decisions and (Lipi-AE-S)
-its sequential cell order; only the training of different runs' pairs is
-batched.  On the CPU the result of every run is bit-identical to running it
+its sequential cell order (a Lipi-AE-S run here trains one cell per request,
+not in waves, which gives the same result); only the training of different
+runs' pairs is batched.  On the CPU the result of every run is bit-identical to running it
 alone (tested); on cuda each training call agrees with the CPU to float32
 rounding (README, "GPU").
 
@@ -300,6 +301,8 @@ def make_groups(runs: list, max_runs: int = MAX_GROUP_RUNS, split: int = 1) -> l
     """
     by_key = {}
     for run in runs:
+        if run.config.paradigm == "lipi":
+            run.waves = False  # one cell per request: every row of a group trains each step
         by_key.setdefault(group_key(run), []).append(run)
     groups = []
     for members in by_key.values():

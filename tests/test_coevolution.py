@@ -5,7 +5,7 @@ import pytest
 
 from sparseae import ConfigError, TrainConfig
 from sparseae.coevolution import LipiRun
-from sparseae.ring import best_case_fitness, mutate_lr, neighbourhood, tournament
+from sparseae.ring import best_case_fitness, mutate_lr, neighbourhood, tournament, waves
 
 TINY = dict(paradigm="lipi", clusters=3, dim=40, per_cluster=6, batch_size=3, lr=3e-3,
             population=4, radius=1)
@@ -97,9 +97,10 @@ def test_first_epoch_visits_in_index_order_then_reshuffles():
     run = LipiRun(TrainConfig(epochs=4, population=6, **{k: v for k, v in TINY.items()
                                                         if k != "population"}))
     assert run.order.tolist() == list(range(6))
+    run.waves = False  # one cell at a time: the begins follow the visiting order
     visits = []
     orig = run.begin_cell
-    run.begin_cell = lambda cell, row=0: (visits.append(cell), orig(cell, row))[1]
+    run.begin_cell = lambda cell, *a, **k: (visits.append(cell), orig(cell, *a, **k))[1]
     run.run_epoch()
     assert visits == list(range(6))
     orders = []
@@ -110,6 +111,58 @@ def test_first_epoch_visits_in_index_order_then_reshuffles():
         assert visits == orders[-1]
     assert all(sorted(o) == list(range(6)) for o in orders)
     assert any(o != list(range(6)) for o in orders)
+
+
+@pytest.mark.parametrize("n, r", [(4, 1), (5, 1), (7, 2), (10, 1), (12, 2), (3, 1), (1, 1)])
+def test_waves_keep_every_conflict_in_visiting_order(n, r):
+    rng = np.random.default_rng(n * 10 + r)
+    near = [set(neighbourhood(c, n, r).tolist()) for c in range(n)]
+    sizes = []
+    for _ in range(200):
+        order = rng.permutation(n)
+        plan = waves(order, n, r)
+        assert sorted(c for w in plan for c in w) == list(range(n))
+        at = {c: k for k, w in enumerate(plan) for c in w}
+        pos = {int(c): j for j, c in enumerate(order)}
+        for w in plan:
+            assert [pos[c] for c in w] == sorted(pos[c] for c in w)  # visiting order kept
+            assert all(b not in near[a] for a in w for b in w if a != b)  # no conflict inside
+        for a in range(n):
+            for b in near[a] - {a}:
+                if pos[a] < pos[b]:
+                    assert at[a] < at[b]  # a conflict runs in visiting order
+        for c in range(n):  # every cell runs as early as its conflicts allow
+            before = [at[a] for a in near[c] if a != c and pos[a] < pos[c]]
+            assert at[c] == 1 + max(before, default=-1)
+        sizes.append(len(plan))
+    if 2 * r + 1 >= n:
+        assert set(sizes) == {n}  # every cell sees every other: one at a time
+    else:
+        assert min(sizes) < n
+
+
+@pytest.mark.parametrize("profile, fields", [
+    ("default", dict(operator="random,variance,conjunctive,none", schedule="fixed",
+                     prune_probability=0.7)),
+    ("default", dict(operator="magnitude", target_density=0.5, population=6)),
+    ("gecco25", dict(operator="conjunctive,variance,random", schedule="exponential",
+                     population=5)),
+])
+def test_waves_equal_one_cell_at_a_time(profile, fields):
+    cfg = TrainConfig.from_profile(profile, **dict(TINY, epochs=4, seed=9, **fields))
+    together, alone = LipiRun(cfg), LipiRun(cfg)
+    alone.waves = False
+    widths = []
+    orig = together.train_requests
+    together.train_requests = lambda ctxs: (widths.append(len(ctxs)), orig(ctxs))[1]
+    together.run(), alone.run()
+    assert max(widths) >= 2 and len(widths) < 4 * cfg.population  # cells did train together
+    for x, y in zip(_state(together), _state(alone)):
+        np.testing.assert_array_equal(x, y)
+    for k in alone.history:
+        np.testing.assert_array_equal(np.asarray(together.history[k]),
+                                      np.asarray(alone.history[k]))
+    assert together.summary()["centres_test_l1"] == alone.summary()["centres_test_l1"]
 
 
 def spy_neighbourhoods(monkeypatch) -> list:
