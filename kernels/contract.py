@@ -94,10 +94,16 @@ def adam_moments(m, v, g, b1, b2):
 
 
 @register_jitable
-def fresh_moments(g, b1, b2):
-    """The moments of a new Adam after its first step (``m = v = 0`` before)."""
-    one = _F(1.0)
-    return (one - b1) * g, (one - b2) * g * g
+def fresh_step(w, g, lr, eps):
+    """The weight after the first step of a new Adam: ``w - lr g / (|g| + eps)``.
+
+    PyTorch's first step has ``m = (1 - beta1) g`` and ``v = (1 - beta2) g^2``,
+    and the bias corrections divide both factors out again, so in exact
+    arithmetic the step is this one: no square root, and no ``g^2`` to
+    underflow.  (Rounded in float32 it may differ from the moment form in the
+    last bits.)
+    """
+    return w - lr * g / (abs(g) + eps)
 
 
 @register_jitable

@@ -29,7 +29,7 @@ from sparseae._options import (
     FASTMATH,
     RELU,
 )
-from sparseae.kernels.contract import adam_moments, adam_step, fresh_moments, l1_grad, marked
+from sparseae.kernels.contract import adam_moments, adam_step, fresh_step, l1_grad, marked
 
 _F = np.float32
 JIT = dict(cache=True, fastmath=set(FASTMATH), nogil=True, error_model="numpy")
@@ -387,21 +387,23 @@ def adam_update(p, g, mask, m, v, step, lr, adam):
     int64 array, advanced here.  With ``adam.fresh`` the optimiser state is
     discarded every step (a new Adam at step 1, as the reference's Lipi-AE-S
     does): the moments are not read or written (they stay 0: the caller
-    zeroes them once) and the update is about ``lr * sign(g)``.
+    zeroes them once) and the update is ``lr g / (|g| + eps)``
+    (:func:`~sparseae.kernels.contract.fresh_step`: one divide, no square root).
     """
     beta1, beta2, eps, fresh = adam
     b1 = _F(beta1)
     b2 = _F(beta2)
     e = _F(eps)
-    t = 1 if fresh else step[0] + 1
+    if fresh:
+        step[0] = 1
+        lr32 = _F(lr)
+        for k in range(p.shape[0]):
+            p[k] = fresh_step(p[k], g[k] * mask[k], lr32, e)
+        return
+    t = step[0] + 1
     step[0] = t
     step_size = _F(lr / (1.0 - beta1 ** t))
     inv_sqrt_bc2 = _F(1.0 / np.sqrt(1.0 - beta2 ** t))
-    if fresh:
-        for k in range(p.shape[0]):
-            mk, vk = fresh_moments(g[k] * mask[k], b1, b2)
-            p[k] = adam_step(p[k], mk, vk, step_size, inv_sqrt_bc2, e)
-        return
     for k in range(p.shape[0]):
         mk, vk = adam_moments(m[k], v[k], g[k] * mask[k], b1, b2)
         m[k] = mk

@@ -252,15 +252,19 @@ class _TrainPlan:
         """Adam's per-step constants of every pair and half, ``(P, steps, 4)``
         float32: step size ``lr / (1 - beta1**t)`` and ``1 / sqrt(1 - beta2**t)``
         for the encoder then the decoder, in float64 and rounded once, as
-        cpu.adam_update does; ``t`` continues each half's step count (or is
-        1 with ``fresh``).  Reads the step counts, so call it again before
-        re-launching a plan whose counts moved on the device."""
+        cpu.adam_update does; ``t`` continues each half's step count.  With
+        ``fresh`` the step size is the lr itself (contract.fresh_step).  Reads
+        the step counts, so call it again before re-launching a plan whose
+        counts moved on the device."""
         b1, b2, _, fresh = self.scalars
         k = np.arange(1, self.nsteps + 1, dtype=np.float64)[None, :]
         coef = np.empty((self.P, self.nsteps, 4), np.float32)
         for j, st in enumerate((self.stepE, self.stepD)):
-            t = np.ones((self.P, self.nsteps)) if fresh else \
-                host(st, np.int64).astype(np.float64)[:, None] + k
+            if fresh:
+                coef[:, :, 2 * j] = self.lrs[:, None]
+                coef[:, :, 2 * j + 1] = 1.0
+                continue
+            t = host(st, np.int64).astype(np.float64)[:, None] + k
             coef[:, :, 2 * j] = self.lrs[:, None] / (1.0 - b1 ** t)
             coef[:, :, 2 * j + 1] = 1.0 / np.sqrt(1.0 - b2 ** t)
         self.coef = cuda.to_device(coef)

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from sparseae._options import COL_B, COL_IN, COL_OUT, COL_T, COL_W, RELU
-from sparseae.kernels.contract import adam_moments, adam_step, fresh_moments, l1_grad
+from sparseae.kernels.contract import adam_moments, adam_step, fresh_step, l1_grad
 
 # ---- compile-time constants: every specialised copy has its own values
 #: ``numba.cuda`` (or the simulator), bound by the builder.
@@ -97,12 +97,11 @@ warp_allsum = warp_allsum_shfl
 
 def adam(w, g, mk, m, v, ss, inv, b1, b2, e):
     """One entry of the masked Adam update (``kernels.contract``; FRESH: a new
-    Adam every step)."""
+    Adam every step, ``ss`` is then the lr and the moments stay 0)."""
     gk = g * _F(mk)
     if FRESH:
-        m1, v1 = fresh_moments(gk, b1, b2)
-    else:
-        m1, v1 = adam_moments(m, v, gk, b1, b2)
+        return fresh_step(w, gk, ss, e), _Z, _Z
+    m1, v1 = adam_moments(m, v, gk, b1, b2)
     return adam_step(w, m1, v1, ss, inv, e), m1, v1
 
 def emit(z, b, o, W, zo, sh, B, mode, act, st, u0, with_stats, xo, do, scale):

@@ -481,6 +481,24 @@ def test_adam_fresh_vs_oracle():
         assert np.all(p[~live] == p_before[~live])
 
 
+def test_adam_fresh_step_matches_the_moment_form_at_every_magnitude():
+    """The fresh step is written ``lr g / (|g| + eps)``; PyTorch's moment form (the
+    float64 oracle) must give the same update from 1e-30 to 1e3, around eps too."""
+    rng = np.random.default_rng(61)
+    n = 67
+    g = (np.sign(rng.normal(size=n)) * 10.0 ** rng.uniform(-30, 3, n)).astype(F32)
+    g[:5] = np.array([1e-8, -1e-8, 3e-9, 0.0, -2e-7], F32)
+    p, mask, m, v, step = adam_arrays(n, rng)
+    p[:] = 0.0  # the update itself, not rounded into a weight of size 1
+    mask[-3:] = 0
+    lr = 3e-3
+    kl.adam_update(p, g, mask, m, v, step, lr, AdamConfig(B1, B2, EPS, True))
+    pref = np.zeros(n)
+    oracle.Adam(n, lr, B1, B2, EPS, fresh=True).step(pref, g, mask)
+    np.testing.assert_allclose(p, pref, rtol=2e-6, atol=0)
+    assert np.all(p[-3:] == 0.0) and p[3] == 0.0
+
+
 @pytest.mark.parametrize("fresh", [False, True])
 def test_adam_masked_entries_stay_exactly_zero(fresh):
     rng = np.random.default_rng(70 + fresh)
