@@ -157,6 +157,10 @@ def _adam_items(suite, key, arena, g, nh):
     step = np.zeros(1, np.int64)
     adam = cpu.AdamConfig(BETA1, BETA2, EPS, False)
     suite.add(key, lambda k: _loop_adam(k, p, g, mask, m, v, step, LR, adam))
+    # a fresh Adam (gecco25 Lipi-AE-S): no moments, one divide per entry
+    pf = p.copy()
+    fresh = cpu.AdamConfig(BETA1, BETA2, EPS, True)
+    suite.add(key + ("fresh",), lambda k: _loop_adam(k, pf, g, mask, m, v, step, LR, fresh))
     nhc = dict(nh, p=nh["p"].copy(), m=np.zeros_like(nh["m"]), v=np.zeros_like(nh["v"]),
                step=0)
     suite.add(key + ("numpy",), pyloop(lambda: np_adam(nhc)))

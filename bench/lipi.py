@@ -2,12 +2,14 @@
 
 Run from the repository root::
 
-    python -m bench.lipi speed   [--epochs 30]            # s/epoch, pop 10, r 1, default arch
+    python -m bench.lipi speed   [--epochs 30] [--profile gecco25] [--one-at-a-time]
     python -m bench.lipi memory  [--epochs 400]           # RSS every 50 epochs
     python -m bench.lipi quality [--seeds 5] [--epochs 400] [--workers 2] [FIELD=VALUE ...]
 
-``speed`` times whole epochs (median) of the default profile's Lipi-AE-S on the
-paper's data size (1000 training samples of dim 1000, batch 5), single thread.
+``speed`` times whole epochs (median, wall and process CPU time) of a
+profile's Lipi-AE-S (population 10, radius 1, default architecture) on the
+paper's data size (1000 training samples of dim 1000, batch 5), on numba's
+threads (``NUMBA_NUM_THREADS=1`` for one core).
 ``quality`` prints the best centre's test L1 and preserved fraction per seed and
 their medians for the given config fields (e.g. ``operator=random
 prune_probability=0.05``).
@@ -27,20 +29,26 @@ def _rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def speed(epochs: int, profile: str) -> None:
+def speed(epochs: int, profile: str, waves: bool = True) -> None:
+    import numba
+
     from sparseae import LipiRun, TrainConfig
     from sparseae.kernels import cpu
 
     cpu.prepare()
     run = LipiRun(TrainConfig.from_profile(profile, paradigm="lipi", epochs=epochs))
-    times = []
+    run.waves = waves
+    times, cpus = [], []
     for _ in range(epochs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run.run_epoch()
         times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
     med = statistics.median(times[1:])
+    how = "cells in waves" if waves else "one cell at a time"
     print(f"Lipi-AE-S {profile} profile, population 10, radius 1, default arch, 1000 samples, "
-          f"batch 5: {med:.4f} s/epoch (median of {epochs - 1}), "
+          f"batch 5, {how}, {numba.get_num_threads()} numba threads: {med:.4f} s/epoch "
+          f"(median of {epochs - 1}; process CPU {statistics.median(cpus[1:]):.4f} s), "
           f"400 epochs ~ {400 * med:.0f} s")
 
 
@@ -96,10 +104,12 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--profile", default="default")
+    ap.add_argument("--one-at-a-time", action="store_true",
+                    help="speed: visit the cells one at a time instead of in waves")
     ap.add_argument("fields", nargs="*", help="FIELD=VALUE config overrides (quality)")
     a = ap.parse_intermixed_args(argv)
     if a.what == "speed":
-        speed(a.epochs or 30, a.profile)
+        speed(a.epochs or 30, a.profile, waves=not a.one_at_a_time)
     elif a.what == "memory":
         memory(a.epochs or 400)
     else:
