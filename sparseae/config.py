@@ -92,7 +92,8 @@ class TrainConfig:
     #: where the kernels run: "cpu" or "cuda" (same results up to float32 rounding)
     device: str = "cpu"
     #: Lipi-AE-S: all cells of an epoch read the previous epoch's centres and train
-    #: together (not the paper's asynchronous order; README, "Synchronous cells")
+    #: together (not the paper's asynchronous order, which trains only the cells that
+    #: do not see each other together; README, "GPU" and "Performance")
     sync_cells: bool = False
     # ---- the switches that differ between profiles (README, "Profiles") ----
     #: prune the decoder's output biases too (False: they stay live, see operators.prune_pair)
