@@ -107,7 +107,7 @@ def save_centre(folder, profile, seed, epochs, centre) -> None:
 
 def final(args):
     """One final phase: (seed, operator, density) -> metrics."""
-    profile, seed, epochs, finetune, operator, density, enc, dec, allocation = args
+    profile, seed, epochs, finetune, operator, density, enc, dec, allocation, refit = args
     from sparseae.compress import compress
     from sparseae.model import Autoencoder
 
@@ -117,7 +117,8 @@ def final(args):
     m.encoder.params[0] = enc
     m.decoder.params[0] = dec
     _, info = compress(m, data, density, "magnitude" if operator == "none" else operator,
-                       finetune, seed=seed, allocation=allocation)
+                       finetune, seed=seed, allocation=allocation,
+                       refit=refit and operator != "none")
     return seed, operator, density, info
 
 
@@ -141,7 +142,9 @@ def summarise(results, densities):
         med, q1, q3 = _q(l1)
         rows[f"{op}@{dens:g}"] = {"operator": op, "density": dens, "median": med, "q1": q1,
                                   "q3": q3, "values": l1, "flops_median": float(np.median(fl)),
-                                  "preserved": float(np.median([i["preserved"] for _, i in items]))}
+                                  "preserved": float(np.median([i["preserved"] for _, i in items])),
+                                  # final phases whose refitted output layer was kept (--refit)
+                                  "refit_kept": sum(bool(i.get("refit")) for _, i in items)}
     winners = {}
     for dens in densities:
         here = {op: rows[f"{op}@{dens:g}"] for op in OPERATORS if f"{op}@{dens:g}" in rows}
@@ -176,6 +179,11 @@ def print_table(rows, winners, densities, base, header):
     print(f"{'FLOPs':<12}" + "".join(
         f"{rows[f'magnitude@{d:g}']['flops_median']:>22.0f}" if f"magnitude@{d:g}" in rows
         else f"{'-':>22}" for d in densities) + "   (per sample, live weights; magnitude's median)")
+    kept = {d: sum(rows[f"{op}@{d:g}"]["refit_kept"] for op in OPERATORS
+                   if f"{op}@{d:g}" in rows) for d in densities}
+    if any(kept.values()):
+        print("refitted output layer kept in " + ", ".join(
+            f"{n} final phases at {d:g}" for d, n in kept.items()))
     print("winner per density (lowest median) and Mann-Whitney U p-values (two-sided) "
           "against the others")
     for d in densities:
@@ -242,6 +250,9 @@ def main(argv=None):
     ap.add_argument("--allocation", choices=ALLOCATIONS, default=DEFAULT_ALLOCATION,
                     help="how the final phase shares the live entries among the tensors "
                          "(fanin: measured best on the default data)")
+    ap.add_argument("--refit", action="store_true",
+                    help="the final phase refits the output layer's inputs where it keeps at "
+                         "most two per unit, then fine-tunes as long again (compress --refit)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--centres", default=None, metavar="DIR",
                     help="keep each seed's search centre in DIR and reuse it when there "
@@ -262,9 +273,9 @@ def main(argv=None):
             save_centre(a.centres, a.profile, seed, epochs, centre)
         t_search = time.perf_counter() - t0
         jobs = [(a.profile, s, epochs, finetune, op, d, bases[s]["enc"], bases[s]["dec"],
-                 a.allocation) for s in seeds for op in OPERATORS for d in densities]
+                 a.allocation, a.refit) for s in seeds for op in OPERATORS for d in densities]
         jobs += [(a.profile, s, epochs, finetune, "none", 1.0, bases[s]["enc"], bases[s]["dec"],
-                  a.allocation) for s in seeds]
+                  a.allocation, a.refit) for s in seeds]
         results = list(pool.map(final, jobs, chunksize=4))
     wall = time.perf_counter() - t0
     ru_self, ru_kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
@@ -274,7 +285,8 @@ def main(argv=None):
     base = [bases[s]["test_l1"] for s in seeds]
     header = (f"frontier: {a.profile} data, {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}), "
               f"Lipi-AE-S search {epochs} epochs (gecco25 settings, RANDOM exponential), "
-              f"final phase {finetune} epochs ({a.allocation} allocation)\n"
+              f"final phase {finetune} epochs ({a.allocation} allocation"
+              f"{'; output layer refitted where <= 2 inputs per unit' if a.refit else ''})\n"
               f"CPU {cpu_model()}, {os.cpu_count()} cores, {a.workers} workers: "
               f"wall {wall:.0f} s (search {t_search:.0f} s), CPU {cpu:.0f} s")
     print_table(rows, winners, densities, base, header)

@@ -33,6 +33,10 @@ from sparseae.operators import PRUNING_OPERATORS
                    "the density with permanent masks (0: prune at once).")
 @click.option("--lr", type=click.FloatRange(min=0, max=10, min_open=True), default=1e-3,
               show_default=True, help="Fine-tuning learning rate (x0.1 in the last quarter).")
+@click.option("--refit", is_flag=True,
+              help="Then choose the output layer's inputs again by fitting and fine-tune "
+                   "--finetune-epochs more (low densities: at most two inputs per output "
+                   "unit; kept when its validation L1 is lower).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seeds every draw: the same checkpoint and seed give the same result.")
 @click.option("-o", "--output", type=FilePath(), default=None,
@@ -45,8 +49,8 @@ from sparseae.operators import PRUNING_OPERATORS
               help="Where the kernels run.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (test_l1_before, test_l1, preserved, flops, ...).")
-def compress(checkpoint, density, operator, allocation, finetune_epochs, lr, seed, output,
-             overwrite, data_path, device, as_json):
+def compress(checkpoint, density, operator, allocation, finetune_epochs, lr, refit, seed,
+             output, overwrite, data_path, device, as_json):
     """Prune the best model of CHECKPOINT (a canonical run's model, or a population's
     centre of lowest validation L1) to --density with --operator, fine-tune it with permanent
     masks, and print test L1 before and after, density, FLOPs and the compacted shape."""
@@ -76,7 +80,7 @@ def compress(checkpoint, density, operator, allocation, finetune_epochs, lr, see
             info = compress_checkpoint(checkpoint, density, operator, finetune_epochs,
                                        seed=seed, lr=lr, out=output, data=data,
                                        data_file=data_file, device=device,
-                                       allocation=allocation)
+                                       allocation=allocation, refit=refit)
     except SparseaeError as exc:
         fail(exc)
     info.pop("seconds", None)  # the JSON stays the same from run to run
@@ -89,6 +93,10 @@ def compress(checkpoint, density, operator, allocation, finetune_epochs, lr, see
     click.echo(f"compressed {checkpoint}" + (f" (centre {info['cell']})" if "cell" in info
                                             else "") + f": {operator}, {finetune_epochs} "
                f"fine-tuning epochs, seed {seed}")
+    if "refit" in info:
+        click.echo(f"  refit       {'kept' if info['refit'] else 'not kept'} (validation L1 "
+                   f"{info['validation_l1_before_refit']:.4f} before, "
+                   f"{info['validation_l1']:.4f} now)")
     click.echo(f"  test L1     {info['test_l1_before']:.4f} -> {info['test_l1']:.4f}")
     click.echo(f"  density     {info['preserved']:.4f} ({info['live']} of "
                f"{info['parameters']} parameters live)")

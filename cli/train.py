@@ -142,6 +142,9 @@ class Amount(click.ParamType):
 @click.option("--finetune-lr", type=click.FloatRange(min=0, max=10, min_open=True),
               default=_D.finetune_lr, show_default=True,
               help="--final-density: fine-tuning learning rate.")
+@click.option("--final-refit/--no-final-refit", default=None,
+              help="--final-density: then choose the output layer's inputs again by fitting "
+                   "and fine-tune as long again (at most two inputs per output unit).")
 @click.option("--checkpoint", type=FilePath(), default=None,
               help="Write the run state here (HDF5) every --checkpoint-every epochs, at the end "
                    "and on Ctrl-C.  An existing file is refused unless it is the --resume file "
@@ -170,7 +173,7 @@ def train(ctx, config_path, profile, paradigm, arch, epochs, lr, lr_decay, adam,
           batch_size, seed, data_path, clusters, dim, per_cluster, noise, data_seed, operator,
           schedule, prune_probability, prune_amount, threshold, heldout, target_density,
           density_start, density_end, density_allocation, regrow, final_density, final_operator,
-          finetune_epochs, finetune_lr, checkpoint,
+          finetune_epochs, finetune_lr, final_refit, checkpoint,
           checkpoint_every, resume, keep_schedule, history_path, overwrite, quiet, as_json):
     """Train autoencoders with pruning and print a summary.
 

@@ -17,6 +17,11 @@ the first half -- so the second half trains at ``D``.  ``N = 0`` prunes to
 :data:`sparseae.density.MIN_FANIN` in the narrow layers), so the total density
 is ``D`` to one entry per tensor; a tensor already sparser than its count is
 left as it is.
+
+With ``refit`` (low densities: at most two inputs per output unit), the output
+layer's inputs are then chosen again by fitting (:mod:`sparseae.refit`) and the
+network is fine-tuned ``N`` more epochs with those masks; it replaces the first
+result when its validation L1 is lower.
 """
 
 from __future__ import annotations
@@ -42,13 +47,21 @@ def _spread(model, X) -> tuple:
     return np.concatenate(s[:n_enc]), np.concatenate(s[n_enc:])
 
 
+def _reset_adam(model) -> None:
+    for h in (model.encoder, model.decoder):
+        h.m[0] = 0
+        h.v[0] = 0
+        h.step[0] = 0
+
+
 def _live(model) -> int:
     return int(model.encoder.mask[0].sum()) + int(model.decoder.mask[0].sum())
 
 
 def compress(model: Autoencoder, data, density: float, operator: str = "magnitude",
              finetune_epochs: int = 30, *, seed: int = 0, lr: float = 1e-3, batch_size: int = 5,
-             config=None, backend=None, allocation: str = DEFAULT_ALLOCATION):
+             config=None, backend=None, allocation: str = DEFAULT_ALLOCATION,
+             refit: bool = False):
     """Prune ``model`` to ``density`` with ``operator`` and fine-tune it.
 
     Parameters
@@ -61,6 +74,10 @@ def compress(model: Autoencoder, data, density: float, operator: str = "magnitud
         always come from the validation split); None: the default profile's.
     seed : seeds every draw (batch orders, RANDOM/VARIANCE choices, held-out
         samples): same inputs and seed, same result.
+    refit : after the fine-tuning, choose the output layer's inputs again by
+        fitting (:mod:`sparseae.refit`; only where it keeps at most two inputs
+        per unit) and fine-tune ``finetune_epochs`` more with those masks; the
+        refitted network is kept when its best validation L1 is lower.
 
     Returns
     -------
@@ -69,7 +86,8 @@ def compress(model: Autoencoder, data, density: float, operator: str = "magnitud
     ``flops`` (per sample, live entries only, as ``sparseae eval``'s),
     ``flops_compacted`` (the dense network of :func:`sparseae.metrics.compact`),
     ``flops_dense``, ``widths`` (the compacted network's), ``live`` and
-    ``parameters``.
+    ``parameters``; with ``refit``, ``refit`` (whether the refitted network
+    was kept) and ``validation_l1_before_refit``.
     """
     from sparseae import backend as be
     from sparseae.config import TrainConfig
@@ -110,11 +128,12 @@ def compress(model: Autoencoder, data, density: float, operator: str = "magnitud
                  allocation=allocation)
 
     N = int(finetune_epochs)
-    if N == 0:
-        prune(density)
-    else:
-        R = max(1, math.ceil(N / 2))
-        adam = AdamConfig(float(ADAM_BETAS[0]), float(ADAM_BETAS[1]), float(ADAM_EPS), False)
+    adam = AdamConfig(float(ADAM_BETAS[0]), float(ADAM_BETAS[1]), float(ADAM_EPS), False)
+
+    def finetune(prune_until):
+        """N epochs (pruning after each of the first ``prune_until``); the snapshot
+        of lowest validation L1 from the last pruning on is restored; returns its L1."""
+        _reset_adam(m)
         stats = (np.zeros((1, enc.n_units, 3)), np.zeros((1, dec.n_units, 3)))
         best, best_params = math.inf, None
         n = data.train.shape[0]
@@ -122,20 +141,37 @@ def compress(model: Autoencoder, data, density: float, operator: str = "magnitud
             step_lr = lr if e < N - max(1, N // 4) else lr * 0.1  # last quarter: lr / 10
             backend.train(enc, dec, range(0, 1), data.train, rng.permutation(n)[None],
                           [step_lr], batch_size, adam, stats, False)
-            if e < R:
-                p = (e + 1) / R
+            if e < prune_until:
+                p = (e + 1) / prune_until
                 prune(density + max(0.0, d0 - density) * (1.0 - p) ** 3)
-            if e >= R - 1:
+            if e >= prune_until - 1:
                 val = model_l1(m, data.validation, backend)
                 if val < best:
                     best = val
                     best_params = (enc.params[0].copy(), dec.params[0].copy())
         enc.params[0], dec.params[0] = best_params
-    m.encoder.m[0] = 0
-    m.encoder.v[0] = 0
-    m.decoder.m[0] = 0
-    m.decoder.v[0] = 0
-    m.encoder.step[0] = m.decoder.step[0] = 0
+        return best
+
+    extra = {}
+    if N == 0:
+        prune(density)
+    else:
+        finetune(max(1, math.ceil(N / 2)))
+    if refit:
+        from sparseae.refit import refit_output
+
+        val_before = model_l1(m, data.validation, backend)
+        kept = [(h.params[0].copy(), h.mask[0].copy()) for h in (enc, dec)]
+        used = refit_output(m, data.train, rng)
+        if used and N > 0:
+            used = finetune(0) < val_before
+        elif used:
+            used = model_l1(m, data.validation, backend) < val_before
+        if not used:
+            for h, (params, mask) in zip((enc, dec), kept):
+                h.params[0], h.mask[0] = params, mask
+        extra = {"refit": bool(used), "validation_l1_before_refit": val_before}
+    _reset_adam(m)
     fl = flops(m)
     info = {
         "test_l1_before": before,
@@ -154,6 +190,7 @@ def compress(model: Autoencoder, data, density: float, operator: str = "magnitud
         "finetune_epochs": N,
         "seed": seed,
         "seconds": time.perf_counter() - t0,
+        **extra,
     }
     return m, info
 
@@ -175,12 +212,15 @@ def final_phase(run) -> dict:
         model = run.centre(cell)
     small, info = compress(model, run.data, c.final_density, c.final_op(), c.finetune_epochs,
                            seed=c.seed, lr=c.finetune_lr, batch_size=c.batch_size, config=c,
-                           backend=run.backend, allocation=c.density_allocation)
+                           backend=run.backend, allocation=c.density_allocation,
+                           refit=c.final_refit)
     run.final_model = small
     out = {f"final_{k}": info[k] for k in ("test_l1_before", "test_l1", "validation_l1",
                                             "preserved", "flops", "flops_compacted",
                                             "widths", "operator",
                                             "seconds")}
+    if "refit" in info:
+        out["final_refit"] = info["refit"]
     if cell is not None:
         out["final_cell"] = cell
     return out
@@ -209,7 +249,7 @@ def load_best(path, data=None, device: str = "cpu"):
 def compress_checkpoint(path, density: float, operator: str = "magnitude",
                         finetune_epochs: int = 30, *, seed: int = 0, lr: float = 1e-3,
                         out=None, data=None, data_file=None, device: str = "cpu",
-                        allocation: str = DEFAULT_ALLOCATION) -> dict:
+                        allocation: str = DEFAULT_ALLOCATION, refit: bool = False) -> dict:
     """:func:`compress` the best individual of checkpoint ``path``; write the result
     to ``out`` (when given) as a canonical checkpoint ``sparseae eval`` reads.
     Returns the metrics (:func:`compress`'s, plus ``cell`` for a population)."""
@@ -222,7 +262,7 @@ def compress_checkpoint(path, density: float, operator: str = "magnitude",
     data_file = found if data_file is None else data_file
     small, info = compress(model, data, density, operator, finetune_epochs, seed=seed, lr=lr,
                            batch_size=config.batch_size, config=config, backend=be.get(device),
-                           allocation=allocation)
+                           allocation=allocation, refit=refit)
     if ck.kind == "population":
         info["cell"] = cell
     if out is not None:
@@ -230,6 +270,7 @@ def compress_checkpoint(path, density: float, operator: str = "magnitude",
                                   regrowth=False, final_density=density,
                                   final_operator=operator, finetune_epochs=finetune_epochs,
                                   finetune_lr=lr, density_allocation=allocation,
+                                  final_refit=refit,
                                   data=data_file if data_file else config.data)
         cfg = cfg.validate()
         state = {"epoch": int(ck.state["epoch"]), "arch": list(model.arch.sizes),

@@ -147,6 +147,9 @@ class TrainConfig:
     finetune_epochs: int = 30
     #: learning rate of the final phase's fine-tuning
     finetune_lr: float = 1e-3
+    #: after the final phase, choose the output layer's inputs again by fitting and
+    #: fine-tune as long again (sparseae.refit; low densities: <= 2 inputs per output)
+    final_refit: bool = False
 
     def validate(self) -> "TrainConfig":
         """The validated config: this one, or a copy with the paradigm's defaults
@@ -233,7 +236,7 @@ class TrainConfig:
         if self.schedule_epochs is not None:
             _int("schedule_epochs", self.schedule_epochs, 1)
         for name in ("lr_decay", "prune_output_bias", "data_quirks", "regrowth", "structural",
-                     "sync_cells"):
+                     "sync_cells", "final_refit"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         self._check_density()

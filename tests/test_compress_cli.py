@@ -78,6 +78,23 @@ def test_compress_is_deterministic_under_a_seed(ckpts, tmp_path):
     assert json.loads(other.output)["test_l1"] != jsons[0]["test_l1"]
 
 
+def test_compress_refit_reports_and_keeps_the_density(ckpts, tmp_path):
+    out = tmp_path / "refit.h5"
+    r = invoke("compress", ckpts["canonical"], "--density", "0.05", "--finetune-epochs", "2",
+               "--refit", "-o", out, "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert isinstance(s["refit"], bool) and s["validation_l1_before_refit"] > 0
+    plain = json.loads(invoke("compress", ckpts["canonical"], "--density", "0.05",
+                              "--finetune-epochs", "2", "--json").output)
+    assert s["live"] == plain["live"] and s["test_l1_before"] == plain["test_l1_before"]
+    ev = json.loads(invoke("eval", out, "--json").output)
+    assert ev["test_l1"] == pytest.approx(s["test_l1"], rel=1e-6)
+    human = invoke("compress", ckpts["canonical"], "--density", "0.05", "--finetune-epochs",
+                   "2", "--refit")
+    assert human.exit_code == 0 and "refit" in human.output
+
+
 def test_compress_human_output(ckpts):
     r = invoke("compress", ckpts["canonical"], "--density", "0.5", "--finetune-epochs", "0")
     assert r.exit_code == 0, r.output

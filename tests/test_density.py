@@ -204,6 +204,18 @@ def test_final_density_in_a_run_summary():
     assert s["final_test_l1_before"] == pytest.approx(test[s["final_cell"]], rel=1e-6)
 
 
+def test_final_refit_in_a_run_summary():
+    cfg = dict(paradigm="canonical", operator="magnitude", epochs=3, seed=0,
+               final_density=0.08, finetune_epochs=2, **TINY)
+    plain = make_run(TrainConfig(**cfg)).run()
+    s = make_run(TrainConfig(final_refit=True, **cfg)).run()
+    assert isinstance(s["final_refit"], bool) and "final_refit" not in plain
+    assert s["final_preserved"] == plain["final_preserved"]  # the same budget
+    assert s["final_test_l1_before"] == plain["final_test_l1_before"]
+    if not s["final_refit"]:
+        assert s["final_test_l1"] == plain["final_test_l1"]
+
+
 @pytest.mark.parametrize("fields, name", [
     (dict(target_density=0.0), "target_density"),
     (dict(target_density=1.5), "target_density"),
@@ -220,6 +232,7 @@ def test_final_density_in_a_run_summary():
     (dict(finetune_epochs=-1), "finetune_epochs"),
     (dict(finetune_epochs=1.5), "finetune_epochs"),
     (dict(finetune_lr=0), "finetune_lr"),
+    (dict(final_refit="yes"), "final_refit"),
 ])
 def test_new_config_fields_are_validated(fields, name):
     with pytest.raises(ConfigError, match=f"^{name}:"):
