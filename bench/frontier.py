@@ -292,10 +292,12 @@ def main(argv=None):
     print_table(rows, winners, densities, base, header)
     if a.plot:
         plot(rows, densities, a.plot, f"{a.profile} data, {len(seeds)} seeds, search {epochs} "
-             f"epochs, final phase {finetune} epochs")
+             f"epochs, final phase {finetune} epochs"
+             + (" (output layer refitted at <= 2 inputs per unit)" if a.refit else ""))
         print(f"plot: {a.plot}")
     if a.json:
-        print(json.dumps({"profile": a.profile, "seeds": seeds, "search_epochs": epochs,
+        print(json.dumps({"profile": a.profile, "refit": a.refit, "seeds": seeds,
+                          "search_epochs": epochs,
                           "finetune_epochs": finetune, "search_test_l1": base,
                           "rows": rows, "winners": winners, "cpu": cpu_model(),
                           "wall_seconds": wall, "cpu_seconds": cpu}, sort_keys=True))

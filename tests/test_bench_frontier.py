@@ -16,13 +16,16 @@ def test_frontier_medians_winners_and_p_values_follow_from_the_runs(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "bench.frontier", "--seeds", "2", "--epochs", "2",
          "--finetune-epochs", "1", "--densities", "0.5,0.1", "--workers", "1", "--json",
-         "--plot", str(png)],
+         "--plot", str(png), "--refit"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout[out.stdout.index("\n{") + 1:])
     ops = ("random", "variance", "conjunctive", "magnitude")
     assert set(d["rows"]) == {f"{op}@{x}" for op in ops for x in (0.5, 0.1)} | {"none@1"}
+    assert d["refit"] is True
     for key, row in d["rows"].items():
+        # at 0.5 and 0.1 the output layer keeps more than two inputs per unit: no refit
+        assert row["refit_kept"] == 0
         assert len(row["values"]) == 2
         assert row["median"] == np.median(row["values"])
         if row["operator"] != "none":
