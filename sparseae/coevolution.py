@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import time
 
+import numba
 import numpy as np
 
 from sparseae.config import TrainConfig
@@ -113,7 +114,8 @@ class LipiRun(Run):
         return self.n_cells if (self.config.sync_cells or self.waves) else 1
 
     def work(self) -> tuple:
-        if self._work is None:
+        if self._work is None or self._work[0].population < self.work_rows:
+            # first use, or ``waves`` switched on after one-row work space was made
             W = self.work_rows
             self._work = (Arena(self.arch.encoder_shapes(), W),
                           Arena(self.arch.decoder_shapes(), W),
@@ -233,7 +235,8 @@ class LipiRun(Run):
         rngs = self.cell_rngs()
         if self.config.sync_cells:
             plan = [[int(c) for c in self.order]]
-        elif self.waves:
+        elif self.waves and (self.config.device != "cpu" or numba.get_num_threads() > 1):
+            # on one CPU thread a wave's rows train one after another anyway
             plan = waves(self.order, self.n_cells, self.config.radius)
         else:
             plan = [[int(c)] for c in self.order]

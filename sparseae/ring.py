@@ -35,7 +35,7 @@ def tournament(fitness: np.ndarray, rng: np.random.Generator) -> int:
 
 
 def mutate_lr(lr: float, sigma: float, rng: np.random.Generator) -> float:
-    """``lr + N(0, sigma)`` (drawn from the run's Generator), clipped to [LR_MIN, LR_MAX]."""
+    """``lr + N(0, sigma)`` (drawn from ``rng``: the cell's Generator), clipped to [LR_MIN, LR_MAX]."""
     return float(np.clip(lr + rng.normal(0.0, sigma), LR_MIN, LR_MAX))
 
 

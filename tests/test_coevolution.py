@@ -148,7 +148,11 @@ def test_waves_keep_every_conflict_in_visiting_order(n, r):
     ("gecco25", dict(operator="conjunctive,variance,random", schedule="exponential",
                      population=5)),
 ])
-def test_waves_equal_one_cell_at_a_time(profile, fields):
+def test_waves_equal_one_cell_at_a_time(profile, fields, monkeypatch):
+    import numba
+
+    # waves run on more than one thread (one-thread machines visit one at a time)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     cfg = TrainConfig.from_profile(profile, **dict(TINY, epochs=4, seed=9, **fields))
     together, alone = LipiRun(cfg), LipiRun(cfg)
     alone.waves = False
@@ -163,6 +167,18 @@ def test_waves_equal_one_cell_at_a_time(profile, fields):
         np.testing.assert_array_equal(np.asarray(together.history[k]),
                                       np.asarray(alone.history[k]))
     assert together.summary()["centres_test_l1"] == alone.summary()["centres_test_l1"]
+
+
+def test_waves_can_be_switched_on_after_one_row_work_space():
+    run = LipiRun(TrainConfig(epochs=3, seed=4, **TINY))
+    run.waves = False
+    run.run_epoch()
+    run.waves = True  # the work space grows to a row per cell
+    run.run_epoch()
+    ref = LipiRun(TrainConfig(epochs=3, seed=4, **TINY))
+    ref.run_epoch(), ref.run_epoch()
+    for x, y in zip(_state(run), _state(ref)):
+        np.testing.assert_array_equal(x, y)
 
 
 def spy_neighbourhoods(monkeypatch) -> list:
