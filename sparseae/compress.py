@@ -155,12 +155,14 @@ def compress(model: Autoencoder, data, density: float, operator: str = "magnitud
     extra = {}
     if N == 0:
         prune(density)
+        val_before = None
     else:
-        finetune(max(1, math.ceil(N / 2)))
+        val_before = finetune(max(1, math.ceil(N / 2)))
     if refit:
         from sparseae.refit import refit_output
 
-        val_before = model_l1(m, data.validation, backend)
+        if val_before is None:
+            val_before = model_l1(m, data.validation, backend)
         kept = [(h.params[0].copy(), h.mask[0].copy()) for h in (enc, dec)]
         used = refit_output(m, data.train, rng)
         if used and N > 0:

@@ -239,15 +239,16 @@ def refit_output(model, X: np.ndarray, rng: np.random.Generator,
     has_bias = (bm != 0).astype(np.uint8)
     e0, b0, e1, i1, c1, e2, i2, c2 = fit_candidates(feats, w, T, has_bias, NEWTON_ITERS, RIDGE)
     k = split_budget(e0, e1, e2, budget)
+    # a unit without a bias was fitted with its bias column 0: its fitted bias is 0
     Wn = np.zeros(W.shape, np.float64)
-    bn = np.where(has_bias != 0, b0, 0.0)
+    bn = b0.copy()
     one = k == 1
     Wn[one, i1[one]] = c1[one, 0] / sd[i1[one]]
-    bn[one] = np.where(has_bias[one] != 0, c1[one, 1], 0.0)
+    bn[one] = c1[one, 1]
     two = k == 2
     for j in (0, 1):
         Wn[two, i2[two, j]] = c2[two, j] / sd[i2[two, j]]
-    bn[two] = np.where(has_bias[two] != 0, c2[two, 2], 0.0)
+    bn[two] = c2[two, 2]
     live = np.zeros(W.shape, bool)
     live[one, i1[one]] = True
     live[two, i2[two, 0]] = True
